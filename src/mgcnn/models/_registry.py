@@ -1,0 +1,93 @@
+"""A strict model registry in the style of timm: ``register_model``, ``create_model``, ``list_models``.
+
+Builders are plain functions ``builder(*, num_classes, in_channels, **kwargs) -> nn.Module``. A *preset* is a
+registered name that calls a family builder with fixed keyword arguments (e.g. ``mgiad_c64_g8_x3``); presets
+carry the paper rows they reproduce (see ``mgcnn.models.paper``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about one name."""
+
+    name: str
+    family: str
+    builder: Builder
+    kwargs: dict[str, Any] = field(default_factory=dict)  # fixed by the preset; overridable in create_model
+    description: str = ""
+
+    @property
+    def paper_rows(self) -> list:
+        """The paper-table rows this model reproduces (``mgcnn.models.paper.PaperRow``)."""
+        from .paper import rows_for_model
+
+        return rows_for_model(self.name)
+
+
+class UnknownModelError(ValueError):
+    """Raised for a model name that is not registered; the message lists close matches."""
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def _add(info: ModelInfo) -> None:
+    if info.name in _REGISTRY:
+        raise ValueError(f"model name {info.name!r} is already registered (by family {_REGISTRY[info.name].family!r})")
+    _REGISTRY[info.name] = info
+
+
+def register_model(family: str, name: str | None = None) -> Callable[[Builder], Builder]:
+    """Decorator registering a family builder under ``name`` (default: the function name)."""
+
+    def deco(fn: Builder) -> Builder:
+        _add(ModelInfo(name or fn.__name__, family, fn, {}, (fn.__doc__ or "").strip().split("\n")[0]))
+        return fn
+
+    return deco
+
+
+def register_preset(name: str, base: str, description: str = "", **kwargs: Any) -> None:
+    """Register ``name`` as ``create_model(base, **kwargs)``."""
+    info = model_info(base)
+    _add(ModelInfo(name, info.family, info.builder, {**info.kwargs, **kwargs}, description))
+
+
+def model_info(name: str) -> ModelInfo:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}.{hint} See mgcnn.list_models() or `mgcnn models` for all {len(_REGISTRY)} names."
+        ) from None
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model. Keyword arguments override the preset's; ``None`` values are ignored.
+
+    Every model takes keyword-only ``num_classes`` and ``in_channels``.
+    """
+    info = model_info(name)
+    overrides = {k: v for k, v in kwargs.items() if v is not None}
+    return info.builder(**{**info.kwargs, **overrides})
+
+
+def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+    """Sorted registered names matching a shell-style ``pattern`` (and ``family`` if given)."""
+    return sorted(
+        n for n, i in _REGISTRY.items() if fnmatch.fnmatchcase(n, pattern) and (family is None or i.family == family)
+    )

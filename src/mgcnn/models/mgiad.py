@@ -1,0 +1,110 @@
+"""MGiaD: multigrid in all dimensions (resolution *and* channels).
+
+van Betteray, Rottmann, Kahl, "MGiaD: Multigrid in all dimensions. Efficiency and robustness by weight sharing and
+coarsening in resolution and channel dimensions" (text in shared/papers/mgiad-paper.txt). Algorithm 3: MgNet's
+resolution levels (Algorithm 1 with the FAS transfer, eqs. 6-7), where each level's smoothing is one SiC V-cycle in
+the channel dimension (Algorithm 2, :class:`mgcnn.layers.SiC`). Weights grow linearly in the channel count.
+
+The code of the paper is not public; the layout is the reconstruction of spec architectures.md 4, the only one
+found that reproduces all of Tables II-IX up to the paper's evident typos:
+- widths lambda * [64, 128, 256, 256] (or lambda * [16, 32, 64] for the 3-level FashionMNIST models), stem lambda*64;
+- channel levels halve while the half is >= c_K; grouped A^, B^ (group size g_s) above the coarsest level, fully
+  coupled at the coarsest; A^, B^ shared by the eta_pre + eta_post steps of a channel level, 2 BN per step;
+- in-channel transfers Pi^, R^, P^ are pair-mixing 1x1 convolutions (c weights each);
+- eta_pre = 2, eta_post = 1 by default (Tables VIII/IX vary eta_post).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..layers.common import LayerFactory, check_non_negative_int, check_positive_int, get_act_layer, get_norm_layer
+from ..layers.sic import SiC, channel_levels
+from ._registry import register_model, register_preset
+from .mgnet import MultigridNet, resolve_widths
+
+
+@register_model("mgiad")
+def mgiad(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    widths: Sequence[int] | None = None,
+    levels: int = 4,
+    coarse_channels: int = 64,
+    group_size: int = 4,
+    channel_scale: int = 1,
+    pre_smoothing: int = 2,
+    post_smoothing: int = 1,
+    prolongation: str = "direct",
+    level1_transfer: bool = True,
+    norm_layer: str | LayerFactory = "batchnorm",
+    act_layer: str | LayerFactory = "relu",
+) -> MultigridNet:
+    """MGiaD (Algorithm 3): MgNet resolution levels, each smoothed by one SiC in-channel V-cycle (Algorithm 2).
+
+    Args:
+        widths: base level widths before scaling; default [64,128,256,256] (``levels=4``) or [16,32,64] (3).
+        coarse_channels: c_K, the width at which the in-channel hierarchy stops and convolutions are dense.
+        group_size: g_s, the group size of A^ and B^ on the non-coarsest channel levels.
+        channel_scale: lambda, an integer multiplier of all widths (stem included).
+        pre_smoothing, post_smoothing: eta_pre and eta_post of every channel level.
+        prolongation: ``"direct"`` P^(u^) as in Algorithm 2, or ``"fas"`` P^(u^ - Pi^ u).
+    """
+    check_positive_int("channel_scale", channel_scale)
+    w = resolve_widths(widths, levels if widths is None else len(widths))
+    w = tuple(c * channel_scale for c in w)
+    check_positive_int("coarse_channels", coarse_channels)
+    check_positive_int("group_size", group_size)
+    check_non_negative_int("pre_smoothing", pre_smoothing)
+    check_non_negative_int("post_smoothing", post_smoothing)
+    if pre_smoothing + post_smoothing < 1:
+        raise ValueError(
+            f"pre_smoothing={pre_smoothing} and post_smoothing={post_smoothing}: at least one smoothing step per "
+            f"channel level is needed (the paper uses pre_smoothing=2, post_smoothing in 1..3)"
+        )
+    norm, act = get_norm_layer(norm_layer), get_act_layer(act_layer)
+    smoothers = [
+        SiC(
+            channel_levels(c, coarse_channels),
+            group_size=group_size,
+            pre_smoothing=pre_smoothing,
+            post_smoothing=post_smoothing,
+            norm_layer=norm,
+            act_layer=act,
+            prolongation=prolongation,
+        )
+        for c in w
+    ]
+    return MultigridNet(w, smoothers, num_classes=num_classes, in_channels=in_channels, norm_layer=norm,
+                        act_layer=act, level1_transfer=level1_transfer)
+
+
+def _preset_name(c_k: int, g_s: int, scale: int = 1, post: int = 1, levels: int = 4) -> str:
+    name = f"mgiad{'_l3' if levels == 3 else ''}_c{c_k}_g{g_s}"
+    if scale != 1:
+        name += f"_x{scale}"
+    if post != 1:
+        name += f"_post{post}"
+    return name
+
+
+# Every MGiaD configuration of Tables II-IX (4 levels) and Table IV (3 levels).
+_CONFIGS_4 = sorted(
+    {
+        *[(c, g, 1, 1) for c, g in [(4, 4), (8, 4), (16, 4), (32, 4), (64, 4), (8, 8), (16, 8), (32, 8), (64, 8),
+                                     (16, 16), (32, 16), (64, 16), (32, 32), (64, 32), (64, 64)]],
+        *[(64, g, s, 1) for g in (4, 8, 64) for s in (2, 3)],
+        *[(64, g, 3, p) for g in (4, 8, 64) for p in (2, 3)],
+        (64, 8, 1, 3), (64, 64, 1, 3),
+    }
+)
+for _c, _g, _s, _p in _CONFIGS_4:
+    register_preset(
+        _preset_name(_c, _g, _s, _p), "mgiad",
+        f"MGiaD, 4 levels, c_K={_c}, g_s={_g}, lambda={_s}, eta_post={_p}",
+        coarse_channels=_c, group_size=_g, channel_scale=_s, post_smoothing=_p,
+    )
+for _g in (4, 8, 16):
+    register_preset(_preset_name(16, _g, levels=3), "mgiad", f"MGiaD, 3 levels [16,32,64], c_K=16, g_s={_g}",
+                    levels=3, coarse_channels=16, group_size=_g)

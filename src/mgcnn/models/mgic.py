@@ -1,0 +1,147 @@
+"""MGIC: multigrid in channels, the baseline of the MGiaD paper's trade-off plot (Fig. 7).
+
+Eliasof, Ephrath, Ruthotto, Treister, "MGIC: Multigrid-in-Channels Neural Network Architectures",
+arXiv 2011.09128. Layout after the authors' ``resnetMG.py`` (``MgBlockDwGroup``), as read in spec architectures.md 6:
+
+- a ResNet-like network of stages; a block that changes width or stride starts with a "connector": a 3x3 conv with
+  ``groups = c_in`` (channel multiplier), stride s, norm, act;
+- the block is then a V-cycle in the channel dimension (:class:`ChannelCycle`): on the way down a 1x1 restriction
+  c -> c/2 with group size g; at the coarsest level (width <= ``coarse_channels``) a fully coupled ResNet block; on
+  the way up a 1x1 prolongation c/2 -> c (group size g) plus norm applied to the FAS correction (coarse result minus
+  restricted input), added to the fine state, followed by a grouped ResNet step.
+
+Differences from the reference, chosen for 32x32 inputs: a 3x3 stride-1 stem (the reference defaults to 7x7 with
+max-pool), basic (not bottleneck) blocks, learnable grouped transfers (the reference's ``pwGroup`` option).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..layers.common import (
+    LayerFactory,
+    Stem,
+    check_group_size,
+    check_positive_int,
+    check_widths,
+    conv1x1,
+    conv3x3,
+    get_act_layer,
+    get_norm_layer,
+    make_act,
+)
+from ._registry import register_model
+from .resnet import BasicBlock
+
+
+class ChannelCycle(nn.Module):
+    """MGIC's recursive channel V-cycle at width ``channels`` (spec architectures.md 6, ``genTensor4CycleDwGroup``)."""
+
+    def __init__(self, channels: int, group_size: int, coarse_channels: int, norm_layer: LayerFactory,
+                 act_layer: LayerFactory):
+        super().__init__()
+        self.is_coarsest = channels <= coarse_channels
+        if self.is_coarsest:
+            self.block = BasicBlock(channels, channels, 1, "A", norm_layer, act_layer)
+            return
+        if channels % 2 or group_size % 2:
+            raise ValueError(
+                f"MGIC halves {channels} channels with group_size={group_size}: both must be even "
+                f"(the prolongation maps g/2 coarse to g fine channels per group)"
+            )
+        groups = channels // check_group_size("group_size", group_size, channels, f"channel level {channels}")
+        self.R = conv1x1(channels, channels // 2, groups=groups)  # c -> c/2, weights c*g/2
+        self.coarse = ChannelCycle(channels // 2, group_size, coarse_channels, norm_layer, act_layer)
+        self.P = conv1x1(channels // 2, channels, groups=groups)  # c/2 -> c, weights c*g/2
+        self.norm_p = norm_layer(channels)
+        self.block = BasicBlock(channels, channels, 1, "A", norm_layer, act_layer, groups=groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.is_coarsest:
+            return self.block(x)
+        x_c = self.R(x)  # (N, c/2, H, W)
+        y_c = self.coarse(x_c)
+        x = x + self.norm_p(self.P(y_c - x_c))  # FAS correction
+        return self.block(x)
+
+
+class MGICBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int, group_size: int, coarse_channels: int,
+                 norm_layer: LayerFactory, act_layer: LayerFactory):
+        super().__init__()
+        self.connector = None
+        if stride != 1 or c_in != c_out:
+            self.connector = nn.Sequential(conv3x3(c_in, c_out, stride=stride, groups=c_in), norm_layer(c_out),
+                                           make_act(act_layer))
+        self.cycle = ChannelCycle(c_out, group_size, coarse_channels, norm_layer, act_layer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.connector is not None:
+            x = self.connector(x)
+        return self.cycle(x)
+
+
+class MGIC(nn.Module):
+    def __init__(self, widths: Sequence[int], blocks: Sequence[int], *, group_size: int, coarse_channels: int,
+                 num_classes: int, in_channels: int, norm_layer: LayerFactory, act_layer: LayerFactory):
+        super().__init__()
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("coarse_channels", coarse_channels)
+        if len(blocks) != len(widths):
+            raise ValueError(f"blocks={list(blocks)} needs one entry per width ({len(widths)})")
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.stem = Stem(in_channels, widths[0], norm_layer, act_layer)
+        stages, c_in = [], widths[0]
+        for i, (c, n) in enumerate(zip(widths, blocks)):
+            check_positive_int(f"blocks[{i}]", n)
+            stage = []
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                stage.append(MGICBlock(c_in, c, stride, group_size, coarse_channels, norm_layer, act_layer))
+                c_in = c
+            stages.append(nn.Sequential(*stage))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = c_in
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+    def unused_parameters(self) -> list[nn.Parameter]:
+        return []
+
+
+@register_model("mgic")
+def mgic(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    widths: Sequence[int] = (32, 64, 128, 256),
+    blocks: Sequence[int] = (1, 2, 2, 2),
+    group_size: int = 32,
+    coarse_channels: int = 32,
+    norm_layer: str | LayerFactory = "batchnorm",
+    act_layer: str | LayerFactory = "relu",
+) -> MGIC:
+    """MGIC (Eliasof et al. 2020): grouped ResNet blocks with a channel V-cycle; defaults of the authors' driver."""
+    w = check_widths("widths", widths)
+    return MGIC(w, blocks, group_size=group_size, coarse_channels=coarse_channels, num_classes=num_classes,
+                in_channels=in_channels, norm_layer=get_norm_layer(norm_layer), act_layer=get_act_layer(act_layer))

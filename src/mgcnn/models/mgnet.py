@@ -1,0 +1,180 @@
+"""MgNet: a ResNet read as the coarsening leg of a multigrid V-cycle.
+
+He & Xu, "MgNet: A unified framework of multigrid and convolutional neural network", Sci. China Math. 62 (2019).
+Layout of the variant used (and counted) by the MGiaD and Poly-MgNet papers: van Betteray, Rottmann, Kahl,
+"MGiaD: Multigrid in all dimensions", Algorithm 1 with the FAS transfer of eqs. 5-7; spec architectures.md 3a.
+
+    f_1 = act(norm(conv3x3(x))),  u_1 = 0
+    for each level l:   (l > 1)  u_l = Pi u_{l-1},  f_l = R f_{l-1} + A_l u_l           (eqs. 6-7)
+                        nu times r = act(norm(f_l - A_l u_l)),  u_l += act(norm(B_l r))  (Alg. 1 line 4)
+                        f_{l-1 -> l+1} = act(f_l - A_l u_l)
+    logits = Linear(GAP(u_L))
+
+``share="AB"`` shares A_l and B_l across the nu steps (MgNet^{A,B}); ``share="A"`` gives each step its own B
+(MgNet^{A}). ``group_size`` makes A and B grouped convolutions (the grouped MgNet of Table VI).
+
+:class:`MultigridNet` is the skeleton shared with MGiaD and Poly-MgNet: they differ only in the smoother.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..layers.common import (
+    LayerFactory,
+    Stem,
+    check_group_size,
+    check_positive_int,
+    check_widths,
+    get_act_layer,
+    get_norm_layer,
+)
+from ..layers.smoothing import MgSmoother, ResolutionLevel, level_inputs
+from ._registry import register_model, register_preset
+
+WIDTHS_4 = (64, 128, 256, 256)  # ResNet18 analogue, last width cut from 512 to 256 as in He & Xu
+WIDTHS_3 = (16, 32, 64)  # ResNet20 analogue
+
+
+class MultigridNet(nn.Module):
+    """Stem, resolution levels (each with its own smoother) and a GAP + linear head on u.
+
+    Args:
+        widths: channel count of every resolution level.
+        smoothers: one smoother per level; each has ``.A`` and ``forward(u, f) -> u``.
+        level1_transfer: create the level-1 Pi/R pair that the reference code creates but never applies.
+            The papers' weight counts include it (18 c_1 weights); ``False`` drops it.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int],
+        smoothers: Sequence[nn.Module],
+        *,
+        num_classes: int,
+        in_channels: int,
+        norm_layer: LayerFactory,
+        act_layer: LayerFactory,
+        level1_transfer: bool = True,
+    ):
+        super().__init__()
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("in_channels", in_channels)
+        self.widths = tuple(widths)
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.stem = Stem(in_channels, widths[0], norm_layer, act_layer)
+        levels = []
+        for i, (c_in, c, smoother) in enumerate(zip(level_inputs(widths), widths, smoothers, strict=True)):
+            if i == 0 and not level1_transfer:
+                c_in = None
+            levels.append(ResolutionLevel(c_in, c, smoother, transfer_used=i > 0, act_layer=act_layer))
+        self.levels = nn.ModuleList(levels)
+        self.num_features = widths[-1]
+        self.fc = nn.Linear(widths[-1], num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        f = self.stem(x)  # (N, c_1, H, W)
+        u = None  # u_1 = 0
+        last = len(self.levels) - 1
+        for i, level in enumerate(self.levels):
+            u, f = level(u, f, last=i == last)
+        return u  # (N, c_L, H / 2^(L-1), W / 2^(L-1))
+
+    def forward_head(self, u: Tensor) -> Tensor:
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(u, 1), 1))  # (N, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+    def unused_parameters(self) -> list[nn.Parameter]:
+        """Parameters that forward never touches (the level-1 Pi/R kept for paper-faithful counts)."""
+        return [p for level in self.levels for p in level.unused_parameters()]
+
+    def operators(self) -> dict[str, nn.Conv2d]:
+        """Every level operator A (and the in-channel A^ of MGiaD), keyed by a readable name."""
+        ops = {}
+        for i, level in enumerate(self.levels):
+            sm = level.smoother
+            if hasattr(sm, "operators"):
+                for k, op in enumerate(sm.operators()):
+                    ops[f"level{i + 1}.channel{k + 1}"] = op
+            else:
+                ops[f"level{i + 1}"] = sm.A
+        return ops
+
+
+def resolve_widths(widths: Sequence[int] | None, levels: int | None, scale: float = 1) -> tuple[int, ...]:
+    if widths is None:
+        if levels not in (3, 4):
+            raise ValueError(f"levels={levels!r} is not supported without explicit widths; use 3 or 4")
+        widths = WIDTHS_3 if levels == 3 else WIDTHS_4
+    return check_widths("widths", [int(w * scale) if scale != 1 else w for w in widths])
+
+
+@register_model("mgnet")
+def mgnet(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    widths: Sequence[int] | None = None,
+    levels: int = 4,
+    smoothing_steps: int | Sequence[int] | None = None,
+    share: str = "AB",
+    group_size: int | None = None,
+    share_norm: bool = False,
+    level1_transfer: bool = True,
+    norm_layer: str | LayerFactory = "batchnorm",
+    act_layer: str | LayerFactory = "relu",
+) -> MultigridNet:
+    """MgNet (He & Xu 2019) as used in the MGiaD/Poly-MgNet papers: shared A (and B) per level, FAS transfer.
+
+    Args:
+        widths: level widths; default [64, 128, 256, 256] (``levels=4``) or [16, 32, 64] (``levels=3``).
+        smoothing_steps: nu per level (int or one per level); default 2 on 4 levels, 3 on 3 levels.
+        share: ``"AB"`` (MgNet^{A,B}) or ``"A"`` (MgNet^{A}, a new B per step).
+        group_size: None for fully coupled A, B; else the group size g_s of grouped A, B (Table VI).
+        share_norm: one pair of BN layers per level shared by all steps (the Table VI budget).
+    """
+    w = resolve_widths(widths, levels if widths is None else len(widths))
+    if share not in ("AB", "A"):
+        raise ValueError(f"share={share!r} is not supported; use 'AB' (A and B shared per level) or 'A'")
+    if smoothing_steps is None:
+        smoothing_steps = 2 if len(w) == 4 else 3
+    steps = [smoothing_steps] * len(w) if isinstance(smoothing_steps, int) else list(smoothing_steps)
+    if len(steps) != len(w):
+        raise ValueError(f"smoothing_steps={smoothing_steps!r} must be an int or have one entry per level ({len(w)})")
+    for i, s in enumerate(steps):
+        check_positive_int(f"smoothing_steps[{i}]", s)
+    norm, act = get_norm_layer(norm_layer), get_act_layer(act_layer)
+    smoothers = []
+    for i, (c, s) in enumerate(zip(w, steps)):
+        groups = 1 if group_size is None else c // check_group_size("group_size", group_size, c, f"level {i + 1}")
+        smoothers.append(MgSmoother(c, s, share=share, groups=groups, share_norm=share_norm, norm_layer=norm,
+                                    act_layer=act))
+    return MultigridNet(w, smoothers, num_classes=num_classes, in_channels=in_channels, norm_layer=norm,
+                        act_layer=act, level1_transfer=level1_transfer)
+
+
+# Presets: the MgNet rows of the MGiaD paper (Tables I-VI) and the scaled widths of the Poly-MgNet comparison.
+register_preset("mgnet_ab_l3", "mgnet", "MgNet^{A,B}, 3 levels [16,32,64], nu=3 (ResNet20 analogue)", levels=3)
+register_preset("mgnet_a_l3", "mgnet", "MgNet^{A}, 3 levels [16,32,64], nu=3", levels=3, share="A")
+register_preset("mgnet_ab", "mgnet", "MgNet^{A,B}, 4 levels [64,128,256,256], nu=2 (ResNet18 analogue)")
+register_preset("mgnet_a", "mgnet", "MgNet^{A}, 4 levels [64,128,256,256], nu=2", share="A")
+for _g in (64, 32, 16, 8):
+    register_preset(f"mgnet_ab_g{_g}", "mgnet", f"MgNet^{{A,B}} with grouped A, B (g_s={_g}), 2 BN per level",
+                    group_size=_g, share_norm=True)
+for _w in (22, 45, 90, 180):
+    _ws = (_w, 2 * _w, 4 * _w, 4 * _w)
+    register_preset(f"mgnet_ab_w{_w}", "mgnet", f"MgNet^{{A,B}} at widths {list(_ws)}", widths=_ws)
+    register_preset(f"mgnet_a_w{_w}", "mgnet", f"MgNet^{{A}} at widths {list(_ws)}", widths=_ws, share="A")

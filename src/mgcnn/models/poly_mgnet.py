@@ -1,0 +1,137 @@
+"""Poly-MgNet: MgNet whose smoother B is a polynomial in the level operator A.
+
+van Betteray, Rottmann, Kahl, "Poly-MgNet: Polynomial Building Blocks in Multigrid-Inspired ResNets", ICPRAM 2025,
+arXiv 2503.10594. The skeleton is MgNet's (stem, depthwise Pi/R, FAS transfer, GAP(u) head; spec poly-mgnet.md 1,
+4); the B convolutions are gone and each level runs polynomial blocks (:mod:`mgcnn.layers.polynomial`). The
+superscript of Poly-MgNet^{q_d} is the degree d of the level's residual polynomial q(A) = prod_j (I - A / z_j):
+
+| degree | blocks per level                   | default placements (released training scripts)       |
+|--------|------------------------------------|------------------------------------------------------|
+| 2      | linear, linear                     | residual ``bn_only``, update ``outside``             |
+| 4      | double, double                     | residual ``regular``, update ``regular``             |
+| 6      | double, double, quadratic          | as q_4, quadratic block ``outside``                  |
+| 8      | double, double, double, quadratic  | as q_6                                               |
+
+Coefficient initialisation: ``init="xavier"`` (the released code's random roots, spec poly-mgnet.md 6) or explicit
+``roots``. The quadratic block's root z = a + ib has learnable a *and* b (``complex_root="learnable"``); the released
+code keeps b = 0, available as ``complex_root="real"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..layers.common import LayerFactory, check_group_size, get_act_layer, get_norm_layer
+from ..layers.polynomial import BLOCK_DEGREE, BLOCK_KINDS, PolySmoother, xavier_roots
+from ._registry import register_model, register_preset
+from .mgnet import MultigridNet, resolve_widths
+
+DEGREE_BLOCKS = {
+    2: ("linear", "linear"),
+    4: ("double", "double"),
+    6: ("double", "double", "quadratic"),
+    8: ("double", "double", "double", "quadratic"),
+}
+INITS = ("xavier", "roots")
+
+
+def _roots_per_level(roots, n_levels: int, n_blocks: int) -> list[list[complex]]:
+    """Accept one list of roots for every level, or one list per level; one root per block."""
+    rows = list(roots)
+    if rows and not isinstance(rows[0], (list, tuple)):
+        rows = [rows] * n_levels
+    if len(rows) != n_levels or any(len(r) != n_blocks for r in rows):
+        raise ValueError(
+            f"roots must hold one root per block ({n_blocks}) for every level ({n_levels}): either a flat list of "
+            f"{n_blocks} values used on all levels, or {n_levels} such lists; got {roots!r}"
+        )
+    return [[complex(z) for z in r] for r in rows]
+
+
+@register_model("poly_mgnet")
+def poly_mgnet(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    widths: Sequence[int] | None = None,
+    levels: int = 4,
+    degree: int = 2,
+    blocks: Sequence[str] | None = None,
+    channel_scale: float = 1.0,
+    residual: str | None = None,
+    placement: str | None = None,
+    quad_placement: str = "outside",
+    complex_root: str = "learnable",
+    init: str = "xavier",
+    roots: Sequence | None = None,
+    group_size: int | None = None,
+    level1_transfer: bool = True,
+    norm_layer: str | LayerFactory = "batchnorm",
+    act_layer: str | LayerFactory = "relu",
+) -> MultigridNet:
+    """Poly-MgNet^{q_degree}: MgNet with the smoother B replaced by a polynomial in A.
+
+    Args:
+        degree: degree of each level's residual polynomial: 2, 4, 6 or 8.
+        blocks: explicit block kinds per level (``"linear"``, ``"double"``, ``"quadratic"``) instead of ``degree``.
+        channel_scale: multiplies all widths (the paper's sqrt(2), sqrt(8) scalings); widths are truncated to int.
+        residual: ``"regular"``, ``"bn_only"`` or ``"plain"`` (default per degree, see module docstring).
+        placement: norm/act placement of linear and double blocks (default per degree).
+        quad_placement: placement of the complex quadratic block.
+        complex_root: ``"learnable"`` (a and b trained) or ``"real"`` (b fixed at 0, as in the released code).
+        init: ``"xavier"`` random roots, or ``"roots"`` with ``roots`` given.
+        roots: one root per block (for every level, or one list per level): real z for a linear block (alpha = 1/z),
+            rho for a double block (roots +-rho), complex z for a quadratic block (roots z, conj z).
+        group_size: optional group size of A.
+    """
+    w = resolve_widths(widths, levels if widths is None else len(widths), scale=channel_scale)
+    if blocks is None:
+        if degree not in DEGREE_BLOCKS:
+            raise ValueError(f"degree={degree!r} is not supported; use one of {sorted(DEGREE_BLOCKS)} or pass blocks=")
+        kinds = list(DEGREE_BLOCKS[degree])
+    else:
+        kinds = list(blocks)
+        bad = [k for k in kinds if k not in BLOCK_KINDS]
+        if bad or not kinds:
+            raise ValueError(f"blocks={blocks!r} is invalid; use a non-empty list of {BLOCK_KINDS}")
+    if residual is None:
+        residual = "bn_only" if kinds == ["linear", "linear"] else "regular"
+    if placement is None:
+        placement = "outside" if kinds == ["linear", "linear"] else "regular"
+    if roots is not None and init != "roots":
+        init = "roots"
+    if init not in INITS:
+        raise ValueError(f"init={init!r} is not supported; use one of {INITS}")
+    if init == "roots":
+        if roots is None:
+            raise ValueError("init='roots' needs roots=[...] (one root per block)")
+        level_roots = _roots_per_level(roots, len(w), len(kinds))
+    else:
+        level_roots = [xavier_roots(kinds, c) for c in w]
+    norm, act = get_norm_layer(norm_layer), get_act_layer(act_layer)
+    smoothers = []
+    for i, (c, rts) in enumerate(zip(w, level_roots)):
+        groups = 1 if group_size is None else c // check_group_size("group_size", group_size, c, f"level {i + 1}")
+        smoothers.append(
+            PolySmoother(c, kinds, rts, residual_type=residual, placement=placement, quad_placement=quad_placement,
+                         complex_root=complex_root, groups=groups, norm_layer=norm, act_layer=act)
+        )
+    model = MultigridNet(w, smoothers, num_classes=num_classes, in_channels=in_channels, norm_layer=norm,
+                         act_layer=act, level1_transfer=level1_transfer)
+    model.degree = sum(BLOCK_DEGREE[k] for k in kinds)
+    return model
+
+
+def level_roots(model: MultigridNet) -> list[torch.Tensor]:
+    """The roots of every level's residual polynomial (complex128), finest level first."""
+    return [level.smoother.roots() for level in model.levels]
+
+
+for _d in DEGREE_BLOCKS:
+    register_preset(f"poly_mgnet_q{_d}", "poly_mgnet", f"Poly-MgNet^{{q_{_d}}}, widths [64,128,256,256]", degree=_d)
+for _w in (22, 45, 90, 180, 182, 192):
+    _ws = (_w, 2 * _w, 4 * _w, 4 * _w)
+    register_preset(f"poly_mgnet_q2_w{_w}", "poly_mgnet", f"Poly-MgNet^{{q_2}} at widths {list(_ws)}", degree=2,
+                    widths=_ws)

@@ -1,0 +1,141 @@
+"""CIFAR ResNets, the baselines of the MGiaD and Poly-MgNet papers.
+
+He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016.
+- ``resnet18``: the CIFAR variant (3x3 stride-1 stem, no max-pool), stages [64,128,256,512] x 2 BasicBlocks,
+  1x1 projection shortcuts ("option B") where the shape changes. 11,173,962 weights for 10 classes.
+- ``resnet20``: the CIFAR ResNet of Sec. 4.2, stages [16,32,64] x 3 BasicBlocks, parameter-free shortcuts
+  ("option A": subsample and zero-pad channels). 269,722 weights for 10 classes.
+Counts as in spec architectures.md 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers.common import LayerFactory, Stem, check_positive_int, conv1x1, conv3x3, get_act_layer, get_norm_layer
+from ._registry import register_model
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-norm-act-conv3x3-norm, plus shortcut, then act.
+
+    ``shortcut="B"``: 1x1 strided conv + norm when the shape changes; ``"A"``: strided subsampling + zero channels.
+    ``groups`` makes both 3x3 convolutions grouped (the grouped ResNet step of MGIC).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int, shortcut: str, norm_layer: LayerFactory,
+                 act_layer: LayerFactory, groups: int = 1):
+        super().__init__()
+        self.conv1 = conv3x3(c_in, c_out, stride=stride, groups=groups)
+        self.bn1 = norm_layer(c_out)
+        self.act1 = act_layer()
+        self.conv2 = conv3x3(c_out, c_out, groups=groups)
+        self.bn2 = norm_layer(c_out)
+        self.act2 = act_layer()
+        self.shortcut_kind = shortcut
+        self.pad = c_out - c_in
+        self.stride = stride
+        self.downsample = None
+        if shortcut == "B" and (stride != 1 or c_in != c_out):
+            self.downsample = nn.Sequential(conv1x1(c_in, c_out, stride=stride), norm_layer(c_out))
+
+    def _shortcut(self, x: Tensor) -> Tensor:
+        if self.downsample is not None:
+            return self.downsample(x)
+        if self.shortcut_kind == "A" and (self.stride != 1 or self.pad):
+            x = x[:, :, :: self.stride, :: self.stride]  # (N, c_in, H/s, W/s)
+            return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))  # (N, c_out, H/s, W/s)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self._shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    def __init__(
+        self,
+        widths: Sequence[int],
+        blocks: Sequence[int],
+        *,
+        shortcut: str,
+        num_classes: int,
+        in_channels: int,
+        norm_layer: LayerFactory,
+        act_layer: LayerFactory,
+    ):
+        super().__init__()
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("in_channels", in_channels)
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"shortcut={shortcut!r} is not supported; use 'A' (zero-pad) or 'B' (1x1 projection)")
+        if len(widths) != len(blocks):
+            raise ValueError(f"widths={list(widths)} and blocks={list(blocks)} must have the same length")
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.stem = Stem(in_channels, widths[0], norm_layer, act_layer)
+        stages, c_in = [], widths[0]
+        for i, (c, n) in enumerate(zip(widths, blocks)):
+            check_positive_int(f"blocks[{i}]", n)
+            layers = []
+            for j in range(n):
+                layers.append(BasicBlock(c_in, c, 2 if (i > 0 and j == 0) else 1, shortcut, norm_layer, act_layer))
+                c_in = c
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = c_in
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.stages(self.stem(x))  # (N, c_last, H / 2^(S-1), W / 2^(S-1))
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+    def unused_parameters(self) -> list[nn.Parameter]:
+        return []
+
+
+@register_model("resnet")
+def resnet18(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    widths: Sequence[int] = (64, 128, 256, 512),
+    blocks: Sequence[int] = (2, 2, 2, 2),
+    norm_layer: str | LayerFactory = "batchnorm",
+    act_layer: str | LayerFactory = "relu",
+) -> CifarResNet:
+    """ResNet18, CIFAR variant (3x3 stem, 1x1 projection shortcuts)."""
+    return CifarResNet(widths, blocks, shortcut="B", num_classes=num_classes, in_channels=in_channels,
+                       norm_layer=get_norm_layer(norm_layer), act_layer=get_act_layer(act_layer))
+
+
+@register_model("resnet")
+def resnet20(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    widths: Sequence[int] = (16, 32, 64),
+    blocks: Sequence[int] = (3, 3, 3),
+    norm_layer: str | LayerFactory = "batchnorm",
+    act_layer: str | LayerFactory = "relu",
+) -> CifarResNet:
+    """ResNet20 for CIFAR (He et al. 2016, Sec. 4.2), option-A parameter-free shortcuts."""
+    return CifarResNet(widths, blocks, shortcut="A", num_classes=num_classes, in_channels=in_channels,
+                       norm_layer=get_norm_layer(norm_layer), act_layer=get_act_layer(act_layer))

@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+import mgcnn
+from mgcnn.models import _registry
+from mgcnn.models._registry import register_model, register_preset
+
+FAMILIES = {"resnet", "mgnet", "mgic", "mgiad", "poly_mgnet"}
+
+
+def test_list_models_covers_every_family_and_pattern():
+    names = mgcnn.list_models()
+    assert names == sorted(names)
+    assert {"resnet18", "resnet20", "mgnet", "mgic", "mgiad", "poly_mgnet"} <= set(names)
+    assert {mgcnn.model_info(n).family for n in names} == FAMILIES
+    assert mgcnn.list_models("mgiad_l3*") == ["mgiad_l3_c16_g16", "mgiad_l3_c16_g4", "mgiad_l3_c16_g8"]
+    assert all(mgcnn.model_info(n).family == "poly_mgnet" for n in mgcnn.list_models(family="poly_mgnet"))
+
+
+def test_duplicate_registration_raises():
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("resnet", name="resnet18")(lambda **kw: None)
+    with pytest.raises(ValueError, match="already registered"):
+        register_preset("mgiad_c64_g8", "mgiad")
+
+
+def test_unknown_model_lists_close_matches():
+    with pytest.raises(mgcnn.UnknownModelError, match="mgiad_c64_g8") as exc:
+        mgcnn.create_model("mgiad_c64_g9")
+    assert isinstance(exc.value, ValueError)
+    with pytest.raises(ValueError, match="unknown model 'zzz'"):
+        mgcnn.create_model("zzz")
+
+
+def test_preset_kwargs_are_overridable_and_none_is_ignored():
+    m = mgcnn.create_model("mgiad_l3_c16_g8", num_classes=5, in_channels=1, group_size=None)
+    assert m.fc.out_features == 5 and m.stem[0].in_channels == 1
+    assert m.levels[2].smoother.A.groups == 64 // 8  # the preset's g_s survived the None override
+    m = mgcnn.create_model("mgiad_l3_c16_g8", group_size=4)
+    assert m.levels[2].smoother.A.groups == 64 // 4
+
+
+def test_builders_take_keyword_only_arguments():
+    info = mgcnn.model_info("mgnet")
+    with pytest.raises(TypeError):
+        info.builder(10, 3)
+
+
+def test_presets_carry_paper_rows():
+    rows = mgcnn.model_info("mgiad_l3_c16_g8").paper_rows
+    assert [(r.table, r.reported_k, r.test_acc) for r in rows] == [("IV", 37, 93.35)]
+    assert {r.table for r in mgcnn.model_info("resnet18").paper_rows} == {"I", "II", "III", "V", "VI", "VII", "IX"}
+
+
+def test_every_paper_row_names_a_registered_model():
+    from mgcnn.models.paper import ALL_ROWS
+
+    for row in ALL_ROWS:
+        assert row.model in _registry._REGISTRY, row
+
+
+def test_count_parameters_dedups_shared_and_excludes_head():
+    m = mgcnn.create_model("resnet20")
+    assert mgcnn.count_parameters(m) == 269_722
+    assert mgcnn.count_parameters(m, include_head=False) == 269_722 - 650
+    shared = torch.nn.Linear(3, 3)
+    seq = torch.nn.Sequential(shared, shared)
+    assert mgcnn.count_parameters(seq) == 12
+    with pytest.raises(ValueError, match="get_classifier"):
+        mgcnn.count_parameters(seq, include_head=False)
