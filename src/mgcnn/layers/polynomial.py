@@ -212,11 +212,13 @@ class QuadraticBlock(PolyBlock):
 _BLOCKS = {"linear": LinearBlock, "double": DoubleBlock, "quadratic": QuadraticBlock}
 
 
-def xavier_roots(kinds: list[str], channels: int, generator: torch.Generator | None = None) -> list[complex]:
+def xavier_roots(
+    kinds: list[str], channels: int, generator: torch.Generator | None = None, *, complex_pairs: bool = True
+) -> list[complex]:
     """Random initial roots following the released code's "Xavier" rule (spec poly-mgnet.md 6).
 
     Roots are drawn from U(-beta, beta), beta = sqrt(6 / (c + c)). Linear and double blocks of one level share one
-    draw (as in the code); each quadratic block draws its own a and b. Draws are kept at least beta/10 away from 0
+    draw (as in the code); each quadratic block draws its own a and b (b = 0 without ``complex_pairs``). Draws are kept at least beta/10 away from 0
     because the coefficient is 1/root and the uniform law puts mass arbitrarily close to 0.
     """
     beta = math.sqrt(6.0 / (2 * channels))
@@ -229,7 +231,7 @@ def xavier_roots(kinds: list[str], channels: int, generator: torch.Generator | N
     out: list[complex] = []
     for kind in kinds:
         if kind == "quadratic":
-            out.append(complex(draw(), abs(draw())))
+            out.append(complex(draw(), abs(draw()) if complex_pairs else 0.0))
         else:
             out.append(complex(shared))
     return out

@@ -109,7 +109,7 @@ def poly_mgnet(
             raise ValueError("init='roots' needs roots=[...] (one root per block)")
         level_roots = _roots_per_level(roots, len(w), len(kinds))
     else:
-        level_roots = [xavier_roots(kinds, c) for c in w]
+        level_roots = [xavier_roots(kinds, c, complex_pairs=complex_root == "learnable") for c in w]
     norm, act = get_norm_layer(norm_layer), get_act_layer(act_layer)
     smoothers = []
     for i, (c, rts) in enumerate(zip(w, level_roots)):
