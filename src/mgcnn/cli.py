@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -66,6 +67,77 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_assignments(items: list[str], what: str) -> dict:
+    """``["a=1", "b=[2, 3]"]`` -> ``{"a": 1, "b": [2, 3]}``; values are YAML scalars/lists."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{what} {item!r} must look like KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+_TRAIN_FLAGS = ("model", "dataset", "data_dir", "epochs", "seed", "out", "train_subset", "test_subset", "batch_size",
+                "lr", "amp", "device", "threads")
+
+
+def build_train_config(args: argparse.Namespace):
+    """Recipe (or the built-in default), then --config, then --resume's saved config, then flags, then --set."""
+    from .train.config import TrainConfig, load_yaml, recipe
+
+    cfg = recipe(args.recipe) if args.recipe else TrainConfig()
+    if args.config:
+        cfg = load_yaml(args.config)
+    if args.resume:
+        cfg = load_yaml(f"{args.resume}/config.yaml")
+        cfg.out = args.resume
+    d = cfg.to_dict()
+    for name in _TRAIN_FLAGS:
+        v = getattr(args, name)
+        if v is not None:
+            d[name] = v
+    for flag in ("channels_last", "compile", "download", "deterministic", "sync_bn"):
+        v = getattr(args, flag)
+        if v is not None:
+            d[flag] = v
+    d["model_kwargs"] = {**d["model_kwargs"], **_parse_assignments(args.model_arg, "--model-arg")}
+    for key, value in _parse_assignments(args.set, "--set").items():
+        if key.startswith("model_kwargs."):
+            d["model_kwargs"][key.split(".", 1)[1]] = value
+        else:
+            d[key] = value
+    return TrainConfig.from_dict(d).validate()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model; with no arguments, the default MGiaD on FashionMNIST with the short CPU recipe."""
+    from .train import train
+
+    cfg = build_train_config(args)
+    result = train(cfg, resume=bool(args.resume), overwrite=args.overwrite)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"final test accuracy: {result.test_acc:.2f}% (best {result.best_test_acc:.2f}%, train "
+              f"{result.train_acc:.2f}%) after {result.epochs} epochs, {result.seconds:.0f} s of training; "
+              f"{result.params:,} weights. Results in {result.run_dir}/")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint on a test split."""
+    import json
+
+    from .train import evaluate_checkpoint
+
+    res = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device)
+    print(json.dumps(res))
+    print(f"{res['model']} (epoch {res['epoch']}) on {res['dataset']}: test accuracy {res['test_acc']:.2f}% "
+          f"over {res['n']:,} images")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgcnn", description="Multigrid-inspired CNNs: build, count, train, analyse.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -78,6 +150,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list registered models and presets")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'mgiad*'")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train a model (default: MGiaD c_K=16 g_s=8 on FashionMNIST, short recipe)")
+    p.add_argument("--config", help="YAML config file (fields of mgcnn.train.TrainConfig)")
+    p.add_argument("--recipe", help="named recipe: mgiad, mgiad-fmnist, poly-mgnet, short")
+    p.add_argument("--model", help="registered model name (mgcnn models)")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model keyword argument (repeatable)")
+    p.add_argument("--dataset", choices=["cifar10", "cifar100", "fashion-mnist"])
+    p.add_argument("--data-dir", help="root that holds fashion-mnist/, cifar10/, cifar100/")
+    p.add_argument("--download", action="store_true", default=None, help="fetch missing files from the official URLs")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch size")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in the run directory")
+    p.add_argument("--train-subset", type=int, metavar="N", help="train on N images only")
+    p.add_argument("--test-subset", type=int, metavar="N", help="evaluate on the first N test images only")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"])
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="set any config field, e.g. --set label_smoothing=0.1 or --set model_kwargs.group_size=4")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a test split")
+    p.add_argument("checkpoint")
+    p.add_argument("--dataset", choices=["cifar10", "cifar100", "fashion-mnist"])
+    p.add_argument("--data-dir")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -87,11 +194,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .data import DatasetCorruptError, DatasetNotFoundError, DownloadError
+    from .train import CheckpointError, RunDirectoryError, TrainingDivergedError
+
     try:
         return args.func(args)
     except BrokenPipeError:  # `mgcnn params | head` is fine
         sys.stderr.close()
         return 0
+    except (DatasetNotFoundError, DatasetCorruptError, DownloadError, RunDirectoryError, CheckpointError,
+            FileNotFoundError, ValueError) as e:
+        print(f"mgcnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDivergedError as e:
+        print(f"mgcnn {args.command}: training diverged: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -1,0 +1,124 @@
+"""Where datasets live, which files make them, and their official checksums (shared/data/README.md)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One official file: its name, MD5 of its *content* (decompressed for .gz IDX files), and where to get it."""
+
+    name: str
+    md5: str
+    url: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str  # folder name under a data root
+    num_classes: int
+    in_channels: int
+    image_size: int  # after our padding (FashionMNIST 28 -> 32, as in the MGiaD paper)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    files: tuple[FileSpec, ...]
+    how_to_get: str
+
+
+_FM_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"
+
+# FashionMNIST: MD5 of the *decompressed* IDX content, because Debian's dataset-fashion-mnist package ships the same
+# DEFLATE streams under rewritten gzip headers (shared/data/README.md). The .gz MD5s are kept for downloads.
+FASHION_MNIST = DatasetSpec(
+    name="fashion-mnist",
+    num_classes=10,
+    in_channels=1,
+    image_size=32,
+    mean=(0.2190,),  # of the 32x32 zero-padded training images
+    std=(0.3318,),
+    files=(
+        FileSpec("train-images-idx3-ubyte", "f4a8712d7a061bf5bd6d2ca38dc4d50a", _FM_URL + "train-images-idx3-ubyte.gz"),
+        FileSpec("train-labels-idx1-ubyte", "9018921c3c673c538a1fc5bad174d6f9", _FM_URL + "train-labels-idx1-ubyte.gz"),
+        FileSpec("t10k-images-idx3-ubyte", "8181f5470baa50b63fa0f6fddb340f0a", _FM_URL + "t10k-images-idx3-ubyte.gz"),
+        FileSpec("t10k-labels-idx1-ubyte", "15d484375f8d13e6eb1aabb0c3f46965", _FM_URL + "t10k-labels-idx1-ubyte.gz"),
+    ),
+    how_to_get="`mgcnn train --download ...`, or `apt-get install dataset-fashion-mnist` (installs into "
+    "/usr/share/datasets/fashion-mnist), or the four *-ubyte.gz files from " + _FM_URL,
+)
+FASHION_MNIST_GZ_MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+
+CIFAR10 = DatasetSpec(
+    name="cifar10",
+    num_classes=10,
+    in_channels=3,
+    image_size=32,
+    mean=(0.4914, 0.4822, 0.4465),
+    std=(0.2470, 0.2435, 0.2616),
+    files=(FileSpec("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", _CIFAR_URL + "cifar-10-python.tar.gz",
+                    170498071),),
+    how_to_get="`mgcnn train --download ...`, or cifar-10-python.tar.gz from " + _CIFAR_URL + " (or its extracted "
+    "cifar-10-batches-py/ folder)",
+)
+CIFAR10_MEMBER_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+CIFAR100 = DatasetSpec(
+    name="cifar100",
+    num_classes=100,
+    in_channels=3,
+    image_size=32,
+    mean=(0.5071, 0.4865, 0.4409),
+    std=(0.2673, 0.2564, 0.2762),
+    files=(FileSpec("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
+                    _CIFAR_URL + "cifar-100-python.tar.gz", 169001437),),
+    how_to_get="`mgcnn train --download ...`, or cifar-100-python.tar.gz from " + _CIFAR_URL + " (or its extracted "
+    "cifar-100-python/ folder)",
+)
+CIFAR100_MEMBER_MD5 = {
+    "train": "16019d7e3df5f24257cddd939b257f8d",
+    "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+}
+
+DATASETS = {d.name: d for d in (FASHION_MNIST, CIFAR10, CIFAR100)}
+
+
+def get_dataset_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"dataset={name!r} is not supported; use one of {sorted(DATASETS)}") from None
+
+
+def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Roots searched in order: ``data_dir``, ``$MGCNN_DATA``, ``~/.cache/mgcnn``, ``/usr/share/datasets``."""
+    roots = []
+    if data_dir:
+        roots.append(Path(data_dir).expanduser())
+    if os.environ.get("MGCNN_DATA"):
+        roots.append(Path(os.environ["MGCNN_DATA"]).expanduser())
+    roots.append(Path("~/.cache/mgcnn").expanduser())
+    roots.append(Path("/usr/share/datasets"))
+    return roots
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset file is missing everywhere we looked."""
+
+
+class DatasetCorruptError(ValueError):
+    """A dataset file exists but is truncated, corrupted or not the official file."""

@@ -1,0 +1,407 @@
+"""The training engine: ``train(config) -> RunResult``, readable top to bottom.
+
+One function sets up (devices, processes, data, model, optimiser, run directory), then loops over epochs: train,
+evaluate, write the checkpoint atomically, log one line. Works as one process, or under ``torchrun`` as K processes
+with DistributedDataParallel (NCCL on GPUs, gloo on CPUs), each taking every K-th sample of the global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .. import __version__
+from ..data import DeviceLoader, download_dataset, load_dataset
+from ..data.registry import data_roots
+from ..models import count_parameters, create_model
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    strip_prefixes,
+)
+from .config import TrainConfig, save_yaml
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "result.json", "env.json", "checkpoint.pt")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunDirectoryError(RuntimeError):
+    """The run directory holds another run and neither resume nor overwrite was asked for."""
+
+
+@dataclass
+class RunResult:
+    run_dir: str
+    model: str
+    dataset: str
+    params: int
+    params_no_head: int
+    epochs: int
+    epochs_planned: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    best_test_acc: float
+    seconds: float
+    images_per_sec: float
+    world_size: int
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+def lr_factor(cfg: TrainConfig, progress: float) -> float:
+    """Multiplier of ``cfg.lr`` at ``progress`` epochs (fractional) into training."""
+    warm, total = cfg.warmup_epochs, cfg.epochs
+    if warm > 0 and progress < warm:
+        return max(progress / warm, 1e-3)
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "step":
+        return cfg.gamma ** math.floor(progress / cfg.step_size)
+    t = min(max((progress - warm) / max(total - warm, 1e-12), 0.0), 1.0)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    return max(1.0 - t, 0.0)  # onecycle: linear decay to zero after the warm-up
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} asked for CUDA, but torch.cuda.is_available() is False; use --device cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device(f"cuda:{local_rank}")
+    return dev
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device, world_size: int) -> dict[str, Any]:
+    return {
+        "mgcnn": __version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "cuda": torch.version.cuda,
+        "threads": torch.get_num_threads(),
+        "world_size": world_size,
+        "git_commit": _git_commit(),
+    }
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    has_ckpt, finished = (run_dir / "checkpoint.pt").exists(), (run_dir / "result.json").exists()
+    if resume:
+        if not has_ckpt:
+            raise RunDirectoryError(f"--resume {run_dir}: there is no checkpoint.pt to resume from")
+        return
+    if has_ckpt or finished:
+        if not overwrite:
+            state = "a finished run" if finished else "an unfinished run"
+            raise RunDirectoryError(
+                f"{run_dir} already holds {state}. Pass --resume {run_dir} to continue it, --overwrite to replace "
+                "it, or --out to choose another directory."
+            )
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+
+
+def _subset(images: torch.Tensor, labels: torch.Tensor, n: int | None, shuffle: bool):
+    if n is None or n >= len(labels):
+        return images, labels
+    idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:n] if shuffle else torch.arange(n)
+    return images[idx], labels[idx]
+
+
+def _ranks_in_sync(model: nn.Module) -> bool:
+    """True when every rank holds bitwise the same parameters (compared through a float64 fingerprint)."""
+    with torch.no_grad():
+        vec = torch.cat([p.detach().double().flatten() for p in model.parameters()])
+        weights = torch.arange(1, len(vec) + 1, dtype=torch.float64, device=vec.device).sqrt()
+        fp = torch.stack([vec.sum(), (vec * weights).sum()])
+    gathered = [torch.zeros_like(fp) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, fp)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def _reduce(t: torch.Tensor, distributed: bool) -> torch.Tensor:
+    if distributed:
+        dist.all_reduce(t)
+    return t
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DeviceLoader, autocast, distributed: bool = False) -> tuple[float, float]:
+    """(mean loss, accuracy in percent) over the whole split (exact under sharding: sums are all-reduced)."""
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=loader.device)  # loss, correct, count
+    for x, y in loader:
+        with autocast():
+            logits = model(x)
+        sums[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
+        sums[1] += (logits.argmax(1) == y).sum()
+        sums[2] += len(y)
+    loss_sum, correct, n = _reduce(sums, distributed).tolist()
+    return loss_sum / max(n, 1), 100.0 * correct / max(n, 1)
+
+
+# ------------------------------------------------------------------------------------------------------- train
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> RunResult | None:
+    """Train ``config.model`` on ``config.dataset`` and return the final metrics.
+
+    The run directory (``config.out``) receives ``config.yaml``, ``env.json``, ``metrics.jsonl`` (one line per
+    epoch), ``checkpoint.pt`` (every epoch, atomically) and ``result.json`` (when finished).
+
+    ``stop_after=N`` ends this call after N more epochs, leaving a resumable run (as a preempted job would), and
+    returns None unless the run finished.
+    """
+    cfg = config.validate()
+
+    # -- processes and devices
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(cfg.device, local_rank)
+    distributed = world_size > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank = dist.get_rank() if distributed else 0
+    is_main = rank == 0
+    say = (log or (lambda s: print(s, flush=True))) if is_main else (lambda s: None)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg.seed)
+
+    run_dir = Path(cfg.out or f"runs/{cfg.model}-{cfg.dataset}-s{cfg.seed}")
+    try:
+        # -- run directory (rank 0 decides; the others wait so nobody writes into a refused directory)
+        if is_main:
+            _prepare_run_dir(run_dir, resume, overwrite)
+        if distributed:
+            dist.barrier()
+
+        # -- data
+        if cfg.download and is_main:
+            download_dataset(cfg.dataset, data_roots(cfg.data_dir)[0])  # --data-dir, else $MGCNN_DATA, else cache
+        if distributed:
+            dist.barrier()
+        data = load_dataset(cfg.dataset, cfg.data_dir, verify=cfg.verify_data)
+        spec = data.spec
+        train_x, train_y = _subset(data.train_images, data.train_labels, cfg.train_subset, shuffle=True)
+        test_x, test_y = _subset(data.test_images, data.test_labels, cfg.test_subset, shuffle=False)
+        common = dict(mean=spec.mean, std=spec.std, device=device, channels_last=cfg.channels_last, rank=rank,
+                      world_size=world_size)
+        train_loader = DeviceLoader(train_x, train_y, cfg.batch_size, train=True, seed=cfg.seed,
+                                    crop_padding=cfg.crop_padding, flip=cfg.flip, **common)
+        test_loader = DeviceLoader(test_x, test_y, cfg.eval_batch_size * world_size, train=False, **common)
+        if len(train_loader) == 0:
+            raise ValueError(f"the training set has {len(train_y)} samples, fewer than one batch of {cfg.batch_size}")
+
+        # -- model and optimiser
+        model = create_model(cfg.model, num_classes=spec.num_classes, in_channels=spec.in_channels,
+                             **cfg.model_kwargs)
+        params, params_no_head = count_parameters(model), count_parameters(model, include_head=False)
+        # The level-1 Pi/R pair kept for paper-faithful counts never gets a gradient (SGD skips it anyway); marking
+        # it frozen lets DistributedDataParallel run without the slower find_unused_parameters.
+        for p in getattr(model, "unused_parameters", list)():
+            p.requires_grad_(False)
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if cfg.sync_bn and distributed:
+            if device.type != "cuda":
+                raise ValueError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                    weight_decay=cfg.weight_decay)
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+
+        def autocast():
+            return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+        # -- resume
+        start_epoch, history, best = 0, [], 0.0
+        ckpt_path = run_dir / "checkpoint.pt"
+        if resume:
+            state = load_checkpoint(ckpt_path)
+            if state.get("config", {}).get("model") != cfg.model:
+                raise CheckpointError(f"{ckpt_path} holds model {state.get('config', {}).get('model')!r}, "
+                                      f"but the config asks for {cfg.model!r}")
+            model.load_state_dict(strip_prefixes(state["model"]))
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            start_epoch, history, best = state["epoch"], state["history"], state["best_test_acc"]
+            say(f"resuming {run_dir} after epoch {start_epoch}/{cfg.epochs}")
+        if is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that fails to start leaves nothing behind
+            save_yaml(cfg, run_dir / "config.yaml")
+            atomic_write_text(run_dir / "env.json", json.dumps(environment(device, world_size), indent=2))
+
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
+                                                          else None) if distributed else model
+        if cfg.compile:
+            train_model = torch.compile(train_model)
+
+        say(f"{cfg.model} on {cfg.dataset}: {params:,} weights ({params_no_head:,} without the head), "
+            f"{len(train_y):,} train / {len(test_y):,} test images, {cfg.epochs} epochs, batch {cfg.batch_size}, "
+            f"device {device}, {world_size} process(es), run dir {run_dir}")
+
+        # -- epochs
+        steps_per_epoch = len(train_loader)
+        total_seconds = sum(h["seconds"] for h in history)
+        end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+        for epoch in range(start_epoch, end_epoch):
+            train_model.train()
+            train_loader.set_epoch(epoch)
+            sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
+            t0 = time.perf_counter()
+            bar = train_loader
+            if progress and is_main:
+                from tqdm import tqdm
+
+                bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None,
+                           dynamic_ncols=True)
+            for step, (x, y) in enumerate(bar):
+                lr = cfg.lr * lr_factor(cfg, epoch + step / steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast():
+                    logits = train_model(x)  # (b, num_classes)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                if not torch.isfinite(loss):
+                    kept = (f"The last good checkpoint ({ckpt_path}, after epoch {history[-1]['epoch']}) is kept."
+                            if history else "No epoch had finished, so there is no checkpoint.")
+                    raise TrainingDivergedError(
+                        f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr {lr:.4g}); training "
+                        f"stopped. {kept} Try a lower --lr, --amp off, or a different seed."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                sums[0] += loss.detach().double() * len(y)
+                sums[1] += (logits.argmax(1) == y).sum()
+                sums[2] += len(y)
+            loss_sum, correct, n = _reduce(sums, distributed).tolist()
+            seconds = time.perf_counter() - t0
+            test_loss, test_acc = evaluate(train_model, test_loader, autocast, distributed)
+            best = max(best, test_acc)
+            total_seconds += seconds
+            history.append({
+                "epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": 100.0 * correct / n,
+                "test_loss": test_loss, "test_acc": test_acc, "lr": lr, "seconds": seconds,
+                "images_per_sec": n / seconds,
+            })
+            if is_main:
+                save_checkpoint(ckpt_path, {
+                    "format": 1, "epoch": epoch + 1, "model": strip_prefixes(model.state_dict()),
+                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                    "scheduler": {"schedule": cfg.schedule, "progress_epochs": epoch + 1},
+                    "rng": rng_state(), "config": cfg.to_dict(), "history": history, "best_test_acc": best,
+                })
+                atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            h = history[-1]
+            say(f"epoch {h['epoch']:>3}/{cfg.epochs}  train loss {h['train_loss']:.4f} acc {h['train_acc']:6.2f}%  "
+                f"test loss {h['test_loss']:.4f} acc {h['test_acc']:6.2f}%  lr {lr:.4g}  {seconds:6.1f}s  "
+                f"{h['images_per_sec']:7.0f} img/s")
+
+        if len(history) < cfg.epochs:
+            say(f"stopped after epoch {len(history)}/{cfg.epochs}; continue with --resume {run_dir}")
+            return None
+        in_sync = _ranks_in_sync(model) if distributed else True
+        if not in_sync:
+            raise RuntimeError("the ranks ended with different weights: the distributed run is inconsistent")
+        last = history[-1]
+        result = RunResult(
+            run_dir=str(run_dir), model=cfg.model, dataset=cfg.dataset, params=params, params_no_head=params_no_head,
+            epochs=len(history), epochs_planned=cfg.epochs, train_loss=last["train_loss"],
+            train_acc=last["train_acc"], test_loss=last["test_loss"], test_acc=last["test_acc"], best_test_acc=best,
+            seconds=total_seconds, images_per_sec=sum(h["images_per_sec"] for h in history) / len(history),
+            world_size=world_size, seed=cfg.seed,
+        )
+        if is_main:
+            atomic_write_text(run_dir / "result.json", json.dumps(result.to_dict(), indent=2))
+        return result
+    finally:
+        if distributed and dist.is_initialized():
+            with contextlib.suppress(Exception):
+                dist.barrier()  # without it one rank may abort while the other still talks (spec ecosystem.md B)
+            dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------------- evaluate
+def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,
+                        device: str = "auto", batch_size: int = 1000) -> dict[str, Any]:
+    """Rebuild the model of a checkpoint and evaluate it on the test split of ``dataset`` (default: its own)."""
+    state = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(state["config"])
+    data = load_dataset(dataset or cfg.dataset, data_dir or cfg.data_dir)
+    dev = resolve_device(device)
+    model = create_model(cfg.model, num_classes=data.spec.num_classes, in_channels=data.spec.in_channels,
+                         **cfg.model_kwargs)
+    try:
+        model.load_state_dict(strip_prefixes(state["model"]))
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: the weights do not fit {cfg.model} on {data.spec.name} ({e})") from None
+    model.to(dev)
+    loader = DeviceLoader(data.test_images, data.test_labels, batch_size, mean=data.spec.mean, std=data.spec.std,
+                          train=False, device=dev)
+    loss, acc = evaluate(model, loader, contextlib.nullcontext)
+    return {"checkpoint": str(path), "model": cfg.model, "dataset": data.spec.name, "epoch": state["epoch"],
+            "test_loss": loss, "test_acc": acc, "n": len(data.test_labels)}
+

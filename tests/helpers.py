@@ -1,0 +1,87 @@
+"""Test helpers: tiny datasets written in the exact official formats."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import pickle
+import struct
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from mgcnn.data import registry
+from mgcnn.data.io import md5_bytes, md5_file
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+HAVE_FMNIST = (SHARED_DATA / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file()
+FMNIST_REASON = f"the official FashionMNIST files are not at {SHARED_DATA}/fashion-mnist (present in CI)"
+
+
+def cifar_batch(n: int, num_classes: int, seed: int, label_key: str = "labels") -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        b"batch_label": b"synthetic batch",
+        b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+        label_key.encode(): rng.integers(0, num_classes, size=n).tolist(),
+        b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+    }
+
+
+def write_cifar(root: Path, name: str = "cifar10", n_train: int = 64, n_test: int = 32, *, archive: bool = True,
+                monkeypatch=None) -> dict[str, bytes]:
+    """Write a small CIFAR-10/100 python archive (or extracted folder) under ``root/name`` in the official format.
+
+    With ``monkeypatch``, the registry's checksums are replaced by the generated files' ones, so verification runs.
+    """
+    if name == "cifar10":
+        folder, members, label_key, classes = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + [
+            "test_batch"], "labels", 10
+    else:
+        folder, members, label_key, classes = "cifar-100-python", ["train", "test"], "fine_labels", 100
+    blobs = {}
+    for i, m in enumerate(members):
+        is_test = m.startswith("test")
+        n = n_test if is_test else max(n_train // (len(members) - 1), 1)
+        d = cifar_batch(n, classes, seed=i, label_key=label_key)
+        if name == "cifar100":
+            d[b"coarse_labels"] = [x // 5 for x in d[b"fine_labels"]]
+        blobs[m] = pickle.dumps(d, protocol=2)
+    base = root / name
+    base.mkdir(parents=True, exist_ok=True)
+    spec = registry.DATASETS[name]
+    if archive:
+        path = base / spec.files[0].name
+        with tarfile.open(path, "w:gz") as tar:
+            for m, blob in blobs.items():
+                info = tarfile.TarInfo(f"{folder}/{m}")
+                info.size = len(blob)
+                tar.addfile(info, io.BytesIO(blob))
+    else:
+        (base / folder).mkdir(exist_ok=True)
+        for m, blob in blobs.items():
+            (base / folder / m).write_bytes(blob)
+    if monkeypatch is not None:
+        patch_cifar_checksums(monkeypatch, name, base, blobs)
+    return blobs
+
+
+def patch_cifar_checksums(monkeypatch, name: str, base: Path, blobs: dict[str, bytes]) -> None:
+    spec = registry.DATASETS[name]
+    archive = base / spec.files[0].name
+    md5 = md5_file(archive) if archive.exists() else spec.files[0].md5
+    new = dataclasses.replace(spec, files=(dataclasses.replace(spec.files[0], md5=md5, size=None),))
+    monkeypatch.setitem(registry.DATASETS, name, new)
+    attr = "CIFAR10_MEMBER_MD5" if name == "cifar10" else "CIFAR100_MEMBER_MD5"
+    monkeypatch.setattr(registry, attr, {m: md5_bytes(b) for m, b in blobs.items()})
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def gz(data: bytes, mtime: int = 0) -> bytes:
+    return gzip.compress(data, mtime=mtime)

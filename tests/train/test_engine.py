@@ -1,0 +1,214 @@
+"""The training engine on tiny synthetic CIFAR-10 archives (official format): outputs, resume, crash safety."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mgcnn import cli
+from mgcnn.train import (
+    RunDirectoryError,
+    TrainConfig,
+    TrainingDivergedError,
+    evaluate_checkpoint,
+    load_checkpoint,
+    lr_factor,
+    train,
+)
+from mgcnn.train.checkpoint import save_checkpoint
+from tests.helpers import write_cifar
+
+TINY = dict(model="mgiad", model_kwargs={"widths": [8, 16], "coarse_channels": 4, "group_size": 2},
+            dataset="cifar10", train_subset=None, batch_size=16, eval_batch_size=32, epochs=2, lr=0.05,
+            schedule="cosine", threads=1)
+
+
+@pytest.fixture()
+def data_root(tmp_path, monkeypatch):
+    write_cifar(tmp_path / "data", n_train=64, n_test=32, monkeypatch=monkeypatch)
+    return tmp_path / "data"
+
+
+def tiny(data_root, out, **kw):
+    return TrainConfig(**{**TINY, "data_dir": str(data_root), "out": str(out), **kw})
+
+
+def test_run_directory_contents(data_root, tmp_path):
+    res = train(tiny(data_root, tmp_path / "run"), progress=False, log=lambda s: None)
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        ["config.yaml", "metrics.jsonl", "result.json", "env.json", "checkpoint.pt"])
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    assert set(lines[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
+                             "images_per_sec"}
+    result = json.loads((run / "result.json").read_text())
+    for key in ("model", "dataset", "params", "epochs", "train_acc", "test_acc", "best_test_acc"):
+        assert key in result
+    assert result["epochs"] == 2 and result["test_acc"] == pytest.approx(lines[-1]["test_acc"])
+    assert result["params"] == res.params and 0 <= result["test_acc"] <= 100
+    assert yaml.safe_load((run / "config.yaml").read_text())["model_kwargs"]["group_size"] == 2
+    env = json.loads((run / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and "git_commit" in env and env["device"] == "cpu"
+
+
+def test_refuses_to_overwrite_a_run_unless_asked(data_root, tmp_path):
+    cfg = tiny(data_root, tmp_path / "run", epochs=1)
+    train(cfg, progress=False, log=lambda s: None)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    with pytest.raises(RunDirectoryError, match="already holds a finished run.*--resume.*--overwrite"):
+        train(cfg, progress=False, log=lambda s: None)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before  # untouched
+    train(cfg, overwrite=True, progress=False, log=lambda s: None)
+    with pytest.raises(RunDirectoryError, match="no checkpoint.pt to resume"):
+        train(tiny(data_root, tmp_path / "empty"), resume=True, progress=False, log=lambda s: None)
+
+
+def test_resume_is_bitwise_exact(data_root, tmp_path):
+    straight = tiny(data_root, tmp_path / "a", deterministic=True, schedule="onecycle", warmup_epochs=0.5)
+    train(straight, progress=False, log=lambda s: None)
+    split = tiny(data_root, tmp_path / "b", deterministic=True, schedule="onecycle", warmup_epochs=0.5)
+    assert train(split, stop_after=1, progress=False, log=lambda s: None) is None
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
+    with pytest.raises(RunDirectoryError, match="unfinished run"):
+        train(split, progress=False, log=lambda s: None)
+    train(split, resume=True, progress=False, log=lambda s: None)
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert [h["test_acc"] for h in a["history"]] == [h["test_acc"] for h in b["history"]]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
+    cfg = tiny(data_root, tmp_path / "run", epochs=3, schedule="constant")
+    train(cfg, stop_after=1, progress=False, log=lambda s: None)
+    good = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    cfg.lr = 1e30
+    with pytest.raises(TrainingDivergedError, match="after epoch 1\\) is kept"):
+        train(cfg, resume=True, progress=False, log=lambda s: None)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == good
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(epochs=10, schedule="cosine")
+    assert lr_factor(cfg, 0) == 1 and lr_factor(cfg, 5) == pytest.approx(0.5) and lr_factor(cfg, 10) == 0
+    cfg = TrainConfig(epochs=100, schedule="step", step_size=25, gamma=0.1)
+    assert [lr_factor(cfg, e) for e in (0, 24.9, 25, 60)] == pytest.approx([1, 1, 0.1, 0.01])
+    cfg = TrainConfig(epochs=4, schedule="onecycle", warmup_epochs=1)
+    assert [lr_factor(cfg, e) for e in (0.5, 1, 2.5, 4)] == pytest.approx([0.5, 1, 0.5, 0])
+
+
+def test_equivalence_of_channels_last_bf16_and_compile_on_one_step():
+    import mgcnn
+
+    torch.manual_seed(0)
+    ref = mgcnn.create_model("mgiad_l3_c16_g8", level1_transfer=False)
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+
+    def step(model, x, amp=None):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    loss0, g0 = step(ref, x)
+    cl = mgcnn.create_model("mgiad_l3_c16_g8", level1_transfer=False)
+    cl.load_state_dict(ref.state_dict())
+    cl.to(memory_format=torch.channels_last)
+    loss1, g1 = step(cl, x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(loss1, loss0, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g0, g1):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    loss2, g2 = step(cl, x, amp=torch.bfloat16)
+    assert abs(loss2 - loss0) < 0.05 * abs(loss0)  # bf16 keeps ~3 significant digits
+    cos = torch.nn.functional.cosine_similarity(torch.cat([g.flatten() for g in g0]),
+                                                torch.cat([g.flatten() for g in g2]), dim=0)
+    # bf16 keeps 8 mantissa bits through ~40 stacked convolutions and batch norms: directions agree, not digits.
+    assert cos > 0.9
+
+
+def test_compile_matches_eager():
+    import mgcnn
+
+    # A one-level MGiaD keeps the compile time of the test small; the graph has the same kinds of ops.
+    torch.manual_seed(0)
+    eager = mgcnn.create_model("mgiad", widths=[16], coarse_channels=4, group_size=4, level1_transfer=False)
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
+    compiled = torch.compile(eager)
+    losses, grads = [], []
+    for m in (eager, compiled):
+        eager.zero_grad()
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad.clone() for p in eager.parameters()])
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)
+
+
+def test_training_options_run_end_to_end(data_root, tmp_path):
+    for i, extra in enumerate([dict(channels_last=False), dict(amp="bf16"), dict(amp="fp16")]):
+        res = train(tiny(data_root, tmp_path / f"r{i}", epochs=1, **extra), progress=False, log=lambda s: None)
+        assert res.epochs == 1 and 0 <= res.test_acc <= 100
+
+
+_KILL_WRITER = r"""
+import sys, torch
+from mgcnn.train.checkpoint import save_checkpoint
+path = sys.argv[1]
+i = 0
+while True:
+    i += 1
+    save_checkpoint(path, {"i": i, "w": torch.full((4_000_000,), float(i))})  # 16 MB per write
+"""
+
+
+def test_sigkill_while_writing_never_corrupts_the_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"i": 0, "w": torch.zeros(4_000_000)})
+    for delay in (0.3, 0.55, 0.8):
+        proc = subprocess.Popen([sys.executable, "-c", _KILL_WRITER, str(path)])
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state = torch.load(path, weights_only=True)
+        assert torch.all(state["w"] == float(state["i"]))  # a complete, self-consistent checkpoint
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".pt" and p.name != "checkpoint.pt"]
+
+
+def test_cli_train_eval_and_overrides(data_root, tmp_path, capsys):
+    out = tmp_path / "cli-run"
+    argv = ["train", "--model", "mgiad", "--dataset", "cifar10", "--data-dir", str(data_root), "--epochs", "1",
+            "--batch-size", "16", "--out", str(out), "--model-arg", "widths=[8, 16]", "--model-arg",
+            "coarse_channels=4", "--set", "model_kwargs.group_size=2", "--set", "label_smoothing=0.1",
+            "--no-channels-last", "--threads", "1"]
+    assert cli.main(argv) == 0
+    assert "final test accuracy" in capsys.readouterr().out
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["model_kwargs"] == {"widths": [8, 16], "coarse_channels": 4, "group_size": 2}
+    assert saved["label_smoothing"] == 0.1 and saved["channels_last"] is False
+    assert cli.main(argv) == 2  # refuses the finished run
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(out), "--epochs", "2"]) == 0  # extend the finished run
+    assert json.loads((out / "result.json").read_text())["epochs"] == 2
+    res = evaluate_checkpoint(out / "checkpoint.pt")
+    assert res["epoch"] == 2 and res["test_acc"] == pytest.approx(
+        json.loads((out / "result.json").read_text())["test_acc"])
+    assert cli.main(["eval", str(out / "checkpoint.pt")]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert cli.main(["train", "--set", "nonsense=1"]) == 2
+    assert "unknown config field(s) ['nonsense']" in capsys.readouterr().err
