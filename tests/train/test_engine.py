@@ -1,12 +1,10 @@
 """The training engine on tiny synthetic CIFAR-10 archives (official format): outputs, resume, crash safety."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -102,9 +100,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
 
 
 def test_lr_schedules():
-    cfg = TrainConfig(epochs=10, schedule="cosine")
+    cfg = TrainConfig(epochs=10, schedule="cosine", warmup_epochs=0)
     assert lr_factor(cfg, 0) == 1 and lr_factor(cfg, 5) == pytest.approx(0.5) and lr_factor(cfg, 10) == 0
-    cfg = TrainConfig(epochs=100, schedule="step", step_size=25, gamma=0.1)
+    cfg = TrainConfig(epochs=100, schedule="step", step_size=25, gamma=0.1, warmup_epochs=0)
     assert [lr_factor(cfg, e) for e in (0, 24.9, 25, 60)] == pytest.approx([1, 1, 0.1, 0.01])
     cfg = TrainConfig(epochs=4, schedule="onecycle", warmup_epochs=1)
     assert [lr_factor(cfg, e) for e in (0.5, 1, 2.5, 4)] == pytest.approx([0.5, 1, 0.5, 0])

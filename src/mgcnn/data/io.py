@@ -181,7 +181,7 @@ def load_cifar(name: str, data_dir=None, *, verify: bool = True) -> ImageDataset
             except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
                 raise DatasetCorruptError(f"{archive}: cannot read the archive ({e}); it is truncated or corrupted") \
                     from None
-            where, source = (lambda m: f"{archive}:{folder}/{m}"), str(archive)
+            prefix, source = f"{archive}:{folder}/", str(archive)
             break
         if extracted.is_dir():
             blobs = {}
@@ -191,13 +191,14 @@ def load_cifar(name: str, data_dir=None, *, verify: bool = True) -> ImageDataset
                     raise _not_found(spec, f"file {folder}/{m}", [p])
                 blobs[m] = p.read_bytes()
                 _check(p, md5_bytes(blobs[m]), member_md5.get(m), verify)
-            where, source = (lambda m: str(extracted / m)), str(extracted)
+            prefix, source = f"{extracted}/", str(extracted)
             break
     else:
         raise _not_found(spec, f"{archive_spec.name} (or its extracted {folder}/ folder)", candidates)
 
     def split(members):
-        parts = [_batch_arrays(_unpickle(blobs[m], where(m)), label_key, where(m), spec.num_classes) for m in members]
+        parts = [_batch_arrays(_unpickle(blobs[m], prefix + m), label_key, prefix + m, spec.num_classes)
+                 for m in members]
         return torch.from_numpy(np.concatenate([p[0] for p in parts])), torch.from_numpy(
             np.concatenate([p[1] for p in parts]))
 

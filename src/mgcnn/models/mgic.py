@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from ..layers.common import (
@@ -33,6 +32,7 @@ from ..layers.common import (
     get_norm_layer,
     make_act,
 )
+from ._base import ImageClassifier
 from ._registry import register_model
 from .resnet import BasicBlock
 
@@ -84,7 +84,7 @@ class MGICBlock(nn.Module):
         return self.cycle(x)
 
 
-class MGIC(nn.Module):
+class MGIC(ImageClassifier):
     def __init__(self, widths: Sequence[int], blocks: Sequence[int], *, group_size: int, coarse_channels: int,
                  num_classes: int, in_channels: int, norm_layer: LayerFactory, act_layer: LayerFactory):
         super().__init__()
@@ -111,22 +111,6 @@ class MGIC(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))
-
-    def forward_head(self, x: Tensor) -> Tensor:
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        self.fc = nn.Linear(self.num_features, num_classes)
-
-    def unused_parameters(self) -> list[nn.Parameter]:
-        return []
 
 
 @register_model("mgic")

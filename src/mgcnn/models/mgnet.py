@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from ..layers.common import (
@@ -33,13 +32,14 @@ from ..layers.common import (
     get_norm_layer,
 )
 from ..layers.smoothing import MgSmoother, ResolutionLevel, level_inputs
+from ._base import ImageClassifier
 from ._registry import register_model, register_preset
 
 WIDTHS_4 = (64, 128, 256, 256)  # ResNet18 analogue, last width cut from 512 to 256 as in He & Xu
 WIDTHS_3 = (16, 32, 64)  # ResNet20 analogue
 
 
-class MultigridNet(nn.Module):
+class MultigridNet(ImageClassifier):
     """Stem, resolution levels (each with its own smoother) and a GAP + linear head on u.
 
     Args:
@@ -83,19 +83,6 @@ class MultigridNet(nn.Module):
         for i, level in enumerate(self.levels):
             u, f = level(u, f, last=i == last)
         return u  # (N, c_L, H / 2^(L-1), W / 2^(L-1))
-
-    def forward_head(self, u: Tensor) -> Tensor:
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(u, 1), 1))  # (N, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        self.fc = nn.Linear(self.num_features, num_classes)
 
     def unused_parameters(self) -> list[nn.Parameter]:
         """Parameters that forward never touches (the level-1 Pi/R kept for paper-faithful counts)."""

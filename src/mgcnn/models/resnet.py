@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers.common import LayerFactory, Stem, check_positive_int, conv1x1, conv3x3, get_act_layer, get_norm_layer
+from ._base import ImageClassifier
 from ._registry import register_model
 
 
@@ -57,7 +57,8 @@ class BasicBlock(nn.Module):
         return self.act2(out + self._shortcut(x))
 
 
-class CifarResNet(nn.Module):
+
+class CifarResNet(ImageClassifier):
     def __init__(
         self,
         widths: Sequence[int],
@@ -94,21 +95,6 @@ class CifarResNet(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))  # (N, c_last, H / 2^(S-1), W / 2^(S-1))
 
-    def forward_head(self, x: Tensor) -> Tensor:
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        self.fc = nn.Linear(self.num_features, num_classes)
-
-    def unused_parameters(self) -> list[nn.Parameter]:
-        return []
 
 
 @register_model("resnet")
