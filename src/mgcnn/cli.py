@@ -138,6 +138,70 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_spectrum(args: argparse.Namespace) -> int:
+    """Spectra of every level operator: eigenvalues (.npz), a summary table, and plots."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from .analysis import model_spectra
+    from .analysis.plots import plot_q_surface, plot_spectrum
+    from .analysis.roots import smoothing_factor
+    from .analysis.spectrum import spectrum_summary
+    from .models import create_model
+
+    if bool(args.model) == bool(args.checkpoint):
+        raise ValueError("pass exactly one of --model NAME or --checkpoint PATH")
+    if args.checkpoint:
+        from .train.checkpoint import load_checkpoint, strip_prefixes
+        from .train.config import TrainConfig
+
+        state = load_checkpoint(args.checkpoint)
+        cfg = TrainConfig.from_dict(state["config"])
+        from .data.registry import get_dataset_spec
+
+        spec = get_dataset_spec(cfg.dataset)
+        model = create_model(cfg.model, num_classes=spec.num_classes, in_channels=spec.in_channels,
+                             **cfg.model_kwargs)
+        model.load_state_dict(strip_prefixes(state["model"]))
+        label = f"{cfg.model} (checkpoint {args.checkpoint}, epoch {state['epoch']})"
+    else:
+        import torch
+
+        torch.manual_seed(args.seed)
+        model = create_model(args.model, **_parse_assignments(args.model_arg, "--model-arg"))
+        label = f"{args.model} (initialisation, seed {args.seed})"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spectra = model_spectra(model, args.grid)
+    np.savez(out / "eigenvalues.npz", **{k.replace(".", "_"): v.numpy() for k, v in spectra.items()})
+    rows = []
+    for name, eigs in spectra.items():
+        row = {"operator": name, **spectrum_summary(eigs)}
+        level = model.levels[int(name.split(".")[0].removeprefix("level")) - 1]
+        roots = level.smoother.roots() if hasattr(level.smoother, "roots") else None
+        row["smoothing_factor"] = smoothing_factor(roots, eigs) if roots is not None else None
+        rows.append(row)
+        if not args.no_plots:
+            plot_spectrum(eigs, out / f"spectrum_{name.replace('.', '_')}.png", roots=roots, title=f"{label}: {name}")
+            if roots is not None:
+                plot_q_surface(eigs, roots, out / f"q_surface_{name.replace('.', '_')}.png",
+                               title=f"{label}: |q(λ)| on {name}")
+    lines = ["| operator | eigenvalues | spectral radius | min Re | max Re | max Im | smoothing factor |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sf = "-" if r["smoothing_factor"] is None else f"{r['smoothing_factor']:.4f}"
+        lines.append(f"| {r['operator']} | {r['n']} | {r['spectral_radius']:.4f} | {r['min_real']:.4f} | "
+                     f"{r['max_real']:.4f} | {r['max_imag']:.4f} | {sf} |")
+    table = "\n".join(lines)
+    (out / "summary.md").write_text(f"Spectra of {label}, periodic grid {args.grid or 'per level'}\n\n{table}\n")
+    (out / "summary.json").write_text(json.dumps(rows, indent=2))
+    print(table)
+    print(f"wrote {out}/eigenvalues.npz, summary.md, summary.json" + ("" if args.no_plots else " and plots"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgcnn", description="Multigrid-inspired CNNs: build, count, train, analyse.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -178,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="set any config field, e.g. --set label_smoothing=0.1 or --set model_kwargs.group_size=4")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("spectrum", help="eigenvalues of every level operator A, a summary table and plots")
+    p.add_argument("--model", help="registered model name")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE")
+    p.add_argument("--checkpoint", help="a checkpoint.pt written by mgcnn train")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--grid", type=int, default=None, help="periodic grid size (default: each level's resolution)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed with --model")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=cmd_spectrum)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a test split")
     p.add_argument("checkpoint")

@@ -34,7 +34,7 @@ DEGREE_BLOCKS = {
     6: ("double", "double", "quadratic"),
     8: ("double", "double", "double", "quadratic"),
 }
-INITS = ("xavier", "roots")
+INITS = ("xavier", "roots", "spectrum")
 
 
 def _roots_per_level(roots, n_levels: int, n_blocks: int) -> list[list[complex]]:
@@ -66,6 +66,8 @@ def poly_mgnet(
     complex_root: str = "learnable",
     init: str = "xavier",
     roots: Sequence | None = None,
+    spectrum_strategy: str = "paper",
+    spectrum_grid: int = 16,
     group_size: int | None = None,
     level1_transfer: bool = True,
     norm_layer: str | LayerFactory = "batchnorm",
@@ -81,7 +83,9 @@ def poly_mgnet(
         placement: norm/act placement of linear and double blocks (default per degree).
         quad_placement: placement of the complex quadratic block.
         complex_root: ``"learnable"`` (a and b trained) or ``"real"`` (b fixed at 0, as in the released code).
-        init: ``"xavier"`` random roots, or ``"roots"`` with ``roots`` given.
+        init: ``"xavier"`` random roots, ``"roots"`` with ``roots`` given, or ``"spectrum"``: roots chosen from the
+            LFA spectrum of each level's own A at initialisation (:func:`mgcnn.analysis.init_roots_from_spectrum`).
+        spectrum_strategy, spectrum_grid: the root strategy and periodic grid of ``init="spectrum"``.
         roots: one root per block (for every level, or one list per level): real z for a linear block (alpha = 1/z),
             rho for a double block (roots +-rho), complex z for a quadratic block (roots z, conj z).
         group_size: optional group size of A.
@@ -108,7 +112,7 @@ def poly_mgnet(
         if roots is None:
             raise ValueError("init='roots' needs roots=[...] (one root per block)")
         level_roots = _roots_per_level(roots, len(w), len(kinds))
-    else:
+    else:  # xavier; also the placeholder that init="spectrum" overwrites below
         level_roots = [xavier_roots(kinds, c, complex_pairs=complex_root == "learnable") for c in w]
     norm, act = get_norm_layer(norm_layer), get_act_layer(act_layer)
     smoothers = []
@@ -121,6 +125,10 @@ def poly_mgnet(
     model = MultigridNet(w, smoothers, num_classes=num_classes, in_channels=in_channels, norm_layer=norm,
                          act_layer=act, level1_transfer=level1_transfer)
     model.degree = sum(BLOCK_DEGREE[k] for k in kinds)
+    if init == "spectrum":
+        from ..analysis.roots import init_roots_from_spectrum
+
+        init_roots_from_spectrum(model, strategy=spectrum_strategy, grid=spectrum_grid)
     return model
 
 

@@ -215,6 +215,7 @@ def train(
     say = (log or (lambda s: print(s, flush=True))) if is_main else (lambda s: None)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
@@ -339,7 +340,10 @@ def train(
                 sums[2] += len(y)
             loss_sum, correct, n = _reduce(sums, distributed).tolist()
             seconds = time.perf_counter() - t0
-            test_loss, test_acc = evaluate(train_model, test_loader, autocast, distributed)
+            if distributed:  # one set of BN statistics for all ranks, then evaluate outside DDP (no collectives
+                for b in model.buffers():  # per forward, so ranks may hold different numbers of test batches)
+                    dist.broadcast(b, 0)
+            test_loss, test_acc = evaluate(model, test_loader, autocast, distributed)
             best = max(best, test_acc)
             total_seconds += seconds
             history.append({
@@ -378,6 +382,7 @@ def train(
             atomic_write_text(run_dir / "result.json", json.dumps(result.to_dict(), indent=2))
         return result
     finally:
+        torch.set_num_threads(threads_before)
         if distributed and dist.is_initialized():
             with contextlib.suppress(Exception):
                 dist.barrier()  # without it one rank may abort while the other still talks (spec ecosystem.md B)

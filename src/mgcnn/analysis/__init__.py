@@ -1,0 +1,17 @@
+"""Analysis: spectra of convolution operators (LFA) and spectrum-based polynomial roots."""
+
+from .roots import STRATEGIES, init_roots_from_spectrum, residual_polynomial, select_roots, smoothing_factor
+from .spectrum import conv_eigenvalues, conv_singular_values, conv_symbols, model_spectra, operator_eigenvalues
+
+__all__ = [
+    "STRATEGIES",
+    "conv_eigenvalues",
+    "conv_singular_values",
+    "conv_symbols",
+    "init_roots_from_spectrum",
+    "model_spectra",
+    "operator_eigenvalues",
+    "residual_polynomial",
+    "select_roots",
+    "smoothing_factor",
+]
