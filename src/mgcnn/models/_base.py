@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -36,3 +38,22 @@ class ImageClassifier(nn.Module):
     def unused_parameters(self) -> list[nn.Parameter]:
         """Parameters that forward never touches (none, unless a subclass says otherwise)."""
         return []
+
+
+def stage_stack(widths: Sequence[int], blocks: Sequence[int], make_block: Callable[[int, int, int], nn.Module],
+                ) -> tuple[nn.Sequential, int]:
+    """ResNet-style stages: ``blocks[i]`` blocks of width ``widths[i]``; the first block of stages 2.. has stride 2.
+
+    ``make_block(c_in, c_out, stride)`` builds one block. Returns the stages and the final width.
+    """
+    if len(widths) != len(blocks):
+        raise ValueError(f"widths={list(widths)} and blocks={list(blocks)} must have the same length")
+    stages, c_in = [], widths[0]
+    for i, (c, n) in enumerate(zip(widths, blocks)):
+        check_positive_int(f"blocks[{i}]", n)
+        layers = []
+        for j in range(n):
+            layers.append(make_block(c_in, c, 2 if (i > 0 and j == 0) else 1))
+            c_in = c
+        stages.append(nn.Sequential(*layers))
+    return nn.Sequential(*stages), c_in

@@ -32,7 +32,7 @@ from ..layers.common import (
     get_norm_layer,
     make_act,
 )
-from ._base import ImageClassifier
+from ._base import ImageClassifier, stage_stack
 from ._registry import register_model
 from .resnet import BasicBlock
 
@@ -91,21 +91,11 @@ class MGIC(ImageClassifier):
         check_positive_int("num_classes", num_classes)
         check_positive_int("in_channels", in_channels)
         check_positive_int("coarse_channels", coarse_channels)
-        if len(blocks) != len(widths):
-            raise ValueError(f"blocks={list(blocks)} needs one entry per width ({len(widths)})")
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.stem = Stem(in_channels, widths[0], norm_layer, act_layer)
-        stages, c_in = [], widths[0]
-        for i, (c, n) in enumerate(zip(widths, blocks)):
-            check_positive_int(f"blocks[{i}]", n)
-            stage = []
-            for j in range(n):
-                stride = 2 if (i > 0 and j == 0) else 1
-                stage.append(MGICBlock(c_in, c, stride, group_size, coarse_channels, norm_layer, act_layer))
-                c_in = c
-            stages.append(nn.Sequential(*stage))
-        self.stages = nn.Sequential(*stages)
+        self.stages, c_in = stage_stack(widths, blocks, lambda ci, co, stride: MGICBlock(
+            ci, co, stride, group_size, coarse_channels, norm_layer, act_layer))
         self.num_features = c_in
         self.fc = nn.Linear(c_in, num_classes)
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers.common import LayerFactory, Stem, check_positive_int, conv1x1, conv3x3, get_act_layer, get_norm_layer
-from ._base import ImageClassifier
+from ._base import ImageClassifier, stage_stack
 from ._registry import register_model
 
 
@@ -75,20 +75,11 @@ class CifarResNet(ImageClassifier):
         check_positive_int("in_channels", in_channels)
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut={shortcut!r} is not supported; use 'A' (zero-pad) or 'B' (1x1 projection)")
-        if len(widths) != len(blocks):
-            raise ValueError(f"widths={list(widths)} and blocks={list(blocks)} must have the same length")
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.stem = Stem(in_channels, widths[0], norm_layer, act_layer)
-        stages, c_in = [], widths[0]
-        for i, (c, n) in enumerate(zip(widths, blocks)):
-            check_positive_int(f"blocks[{i}]", n)
-            layers = []
-            for j in range(n):
-                layers.append(BasicBlock(c_in, c, 2 if (i > 0 and j == 0) else 1, shortcut, norm_layer, act_layer))
-                c_in = c
-            stages.append(nn.Sequential(*layers))
-        self.stages = nn.Sequential(*stages)
+        self.stages, c_in = stage_stack(
+            widths, blocks, lambda ci, co, stride: BasicBlock(ci, co, stride, shortcut, norm_layer, act_layer))
         self.num_features = c_in
         self.fc = nn.Linear(c_in, num_classes)
 
