@@ -202,6 +202,40 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run every configuration and seed of a study, skipping finished runs and resuming interrupted ones."""
+    from .sweep import builtin_studies, load_study, run_sweep
+
+    if args.list:
+        for name in builtin_studies():
+            st = load_study(name)
+            print(f"{name:<22} {len(st.rows):>3} rows  {st.description}")
+        return 0
+    if not args.study:
+        raise ValueError("name a study (a YAML file or a built-in study; see mgcnn sweep --list)")
+    study = load_study(args.study)
+    overrides = _parse_assignments(args.set, "--set")
+    seeds = list(range(args.seeds)) if args.seeds is not None else None
+    outcomes = run_sweep(study, args.out or f"sweeps/{study.name}", seeds=seeds, overrides=overrides,
+                         executor=args.executor, jobs=args.jobs)
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Aggregate the finished runs under DIR into report.csv, report.md and accuracy_vs_weights.png."""
+    from .sweep import aggregate, collect, load_study, write_report
+
+    runs = collect(args.dir)
+    if not runs:
+        raise ValueError(f"no finished runs (result.json with config.yaml) under {args.dir}")
+    study = load_study(args.study) if args.study else None
+    rows = aggregate(runs, study)
+    paths = write_report(rows, args.out or args.dir, title=args.title or (study.name if study else str(args.dir)))
+    print(paths["md"].read_text())
+    print(f"wrote {paths['csv']}, {paths['md']}, {paths['plot']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgcnn", description="Multigrid-inspired CNNs: build, count, train, analyse.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -252,6 +286,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="initialisation seed with --model")
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=cmd_spectrum)
+
+    p = sub.add_parser("sweep", help="run a study (paper table or your grid) over configurations and seeds")
+    p.add_argument("study", nargs="?", help="built-in study name or YAML file")
+    p.add_argument("--list", action="store_true", help="list the built-in studies")
+    p.add_argument("--seeds", type=int, help="number of seeds (0..N-1), overriding the study's")
+    p.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"])
+    p.add_argument("--jobs", type=int, default=1, help="local: runs at a time (one GPU each when there are GPUs)")
+    p.add_argument("--out", help="sweep directory (default sweeps/<study>)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field of every run")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="aggregate a sweep's results beside the paper's numbers")
+    p.add_argument("dir")
+    p.add_argument("--study", help="study whose rows label the configurations and carry the paper numbers")
+    p.add_argument("--out", help="output directory (default: DIR)")
+    p.add_argument("--title")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a test split")
     p.add_argument("checkpoint")

@@ -1,0 +1,20 @@
+"""Sweeps over configurations and seeds (local or Slurm), and reports beside the papers' numbers."""
+
+from .report import aggregate, collect, write_report
+from .runner import EXECUTORS, Outcome, run_sweep
+from .study import RunSpec, Study, builtin_studies, config_hash, expand, load_study
+
+__all__ = [
+    "EXECUTORS",
+    "Outcome",
+    "RunSpec",
+    "Study",
+    "aggregate",
+    "builtin_studies",
+    "collect",
+    "config_hash",
+    "expand",
+    "load_study",
+    "run_sweep",
+    "write_report",
+]

@@ -1,0 +1,136 @@
+"""Studies: a paper table or a user's grid, expanded into fully resolved training configs.
+
+A study is YAML (or a dict):
+
+    name: mgiad-table-IV
+    description: ...
+    base: {recipe: mgiad-fmnist, dataset: fashion-mnist, epochs: 400}   # recipe name + any TrainConfig fields
+    seeds: 2                        # or a list [0, 1, 5]
+    grid: {lr: [0.05, 0.1]}         # optional: cartesian product over any field (dotted: model_kwargs.group_size)
+    rows:                           # optional: one entry per configuration (fields + optional paper numbers)
+      - {model: mgiad_l3_c16_g8, paper: {table: IV, weights_k: 37, test_acc: 93.35, test_std: 0.09, train_acc: 97.63}}
+
+Runs are rows x grid x seeds. Each run is named by a hash of its resolved config (without the fields that only say
+where it runs: ``out``, ``data_dir``, ``download``, ``threads``), so the same config always maps to the same
+directory and any change to a new one.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..train.config import RECIPES, TrainConfig
+
+
+@dataclass
+class Study:
+    name: str
+    description: str = ""
+    base: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class RunSpec:
+    """One run of a study: its resolved config, its hash, and the paper numbers of its row (if any)."""
+
+    config: TrainConfig
+    run_id: str
+    row: dict[str, Any]
+    paper: dict[str, Any] | None
+
+    @property
+    def label(self) -> str:
+        return self.row.get("label") or self.config.model
+
+
+def builtin_studies() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files(__package__).joinpath("studies").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_study(ref: str | Path | dict) -> Study:
+    """A study from a dict, a YAML path, or the name of a built-in study (``mgcnn sweep --list``)."""
+    if isinstance(ref, dict):
+        data = copy.deepcopy(ref)
+    else:
+        path = Path(ref)
+        if not path.is_file():
+            builtin = resources.files(__package__).joinpath("studies", f"{ref}.yaml")
+            if not builtin.is_file():
+                raise ValueError(f"study {ref!r} is neither a file nor a built-in study; built-in: {builtin_studies()}")
+            data = yaml.safe_load(builtin.read_text())
+        else:
+            data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or "name" not in data:
+        raise ValueError(f"study {ref!r}: expected a mapping with at least 'name'")
+    unknown = set(data) - {"name", "description", "base", "rows", "grid", "seeds"}
+    if unknown:
+        raise ValueError(f"study {data['name']!r}: unknown key(s) {sorted(unknown)}")
+    seeds = data.get("seeds", [0])
+    data["seeds"] = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    data["rows"] = data.get("rows") or [{}]
+    return Study(**data)
+
+
+def _set(d: dict[str, Any], key: str, value: Any) -> None:
+    if key.startswith("model_kwargs."):
+        d.setdefault("model_kwargs", {})[key.split(".", 1)[1]] = value
+    else:
+        d[key] = value
+
+
+def resolve_config(fields: dict[str, Any]) -> TrainConfig:
+    fields = copy.deepcopy(fields)
+    recipe = fields.pop("recipe", None)
+    base = dict(RECIPES[recipe]) if recipe else {}
+    if recipe is not None and recipe not in RECIPES:
+        raise ValueError(f"recipe={recipe!r} is not known; use one of {sorted(RECIPES)}")
+    return TrainConfig.from_dict({**base, **fields}).validate()
+
+
+# Fields that say where or how fast a run happens, not what it computes: left out of the run's identity, so the same
+# experiment maps to the same directory on any machine.
+HASH_EXCLUDE = ("out", "data_dir", "download", "threads")
+
+
+def config_hash(cfg: TrainConfig | dict[str, Any], *, ignore_seed: bool = False) -> str:
+    """12 hex digits of SHA-256 over the config (keys sorted), without :data:`HASH_EXCLUDE` (and ``seed``)."""
+    d = cfg.to_dict() if isinstance(cfg, TrainConfig) else dict(cfg)
+    for key in HASH_EXCLUDE + (("seed",) if ignore_seed else ()):
+        d.pop(key, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def expand(study: Study, *, seeds: list[int] | None = None, overrides: dict[str, Any] | None = None) -> list[RunSpec]:
+    """All runs of a study: rows x grid x seeds, each with overrides applied last."""
+    keys = list(study.grid)
+    combos = list(itertools.product(*(study.grid[k] for k in keys))) or [()]
+    runs = []
+    for row in study.rows:
+        row_fields = {k: v for k, v in row.items() if k not in ("paper", "label")}
+        for combo in combos:
+            for seed in seeds if seeds is not None else study.seeds:
+                fields = copy.deepcopy(study.base)
+                for k, v in row_fields.items():
+                    _set(fields, k, v)
+                for k, v in zip(keys, combo):
+                    _set(fields, k, v)
+                fields["seed"] = seed
+                for k, v in (overrides or {}).items():
+                    _set(fields, k, v)
+                cfg = resolve_config(fields)
+                runs.append(RunSpec(cfg, config_hash(cfg), {**row_fields, **dict(zip(keys, combo)),
+                                                             "label": row.get("label")}, row.get("paper")))
+    return runs
