@@ -34,6 +34,10 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
     result = json.loads((ddp_out / "result.json").read_text())
     assert result["world_size"] == 2  # and train() checked that both ranks ended with identical weights
 
+    # A refused run directory must stop every rank, not leave rank 1 waiting at a barrier.
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode != 0 and "already holds a finished run" in again.stderr
+
     single = train(TrainConfig(**ARGS, data_dir=str(tmp_path / "data"), out=str(tmp_path / "single")),
                    progress=False, log=lambda s: None)
     a = load_checkpoint(ddp_out / "checkpoint.pt")["model"]

@@ -144,6 +144,23 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             (run_dir / name).unlink(missing_ok=True)
 
 
+def _on_rank0(fn: Callable[[], Any], is_main: bool, distributed: bool) -> None:
+    """Run ``fn`` on rank 0; in a distributed run every rank raises if it failed there."""
+    error = None
+    if is_main:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+            error = e
+    if distributed:
+        box = [None if error is None else f"{type(error).__name__}: {error}"]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is not None and error is None:
+            raise RuntimeError(f"rank 0 failed: {box[0]}")
+    if error is not None:
+        raise error
+
+
 def _subset(images: torch.Tensor, labels: torch.Tensor, n: int | None, shuffle: bool):
     if n is None or n >= len(labels):
         return images, labels
@@ -215,7 +232,7 @@ def train(
     say = (log or (lambda s: print(s, flush=True))) if is_main else (lambda s: None)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    threads_before = torch.get_num_threads()
+    threads_before, deterministic_before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
@@ -228,17 +245,10 @@ def train(
 
     run_dir = Path(cfg.out or f"runs/{cfg.model}-{cfg.dataset}-s{cfg.seed}")
     try:
-        # -- run directory (rank 0 decides; the others wait so nobody writes into a refused directory)
-        if is_main:
-            _prepare_run_dir(run_dir, resume, overwrite)
-        if distributed:
-            dist.barrier()
-
-        # -- data
-        if cfg.download and is_main:
-            download_dataset(cfg.dataset, data_roots(cfg.data_dir)[0])  # --data-dir, else $MGCNN_DATA, else cache
-        if distributed:
-            dist.barrier()
+        # -- run directory and downloads: rank 0 acts, every rank learns the outcome (no one waits forever)
+        _on_rank0(lambda: _prepare_run_dir(run_dir, resume, overwrite), is_main, distributed)
+        if cfg.download:  # into --data-dir, else $MGCNN_DATA, else ~/.cache/mgcnn
+            _on_rank0(lambda: download_dataset(cfg.dataset, data_roots(cfg.data_dir)[0]), is_main, distributed)
         data = load_dataset(cfg.dataset, cfg.data_dir, verify=cfg.verify_data)
         spec = data.spec
         train_x, train_y = _subset(data.train_images, data.train_labels, cfg.train_subset, shuffle=True)
@@ -383,6 +393,7 @@ def train(
         return result
     finally:
         torch.set_num_threads(threads_before)
+        torch.use_deterministic_algorithms(deterministic_before)
         if distributed and dist.is_initialized():
             with contextlib.suppress(Exception):
                 dist.barrier()  # without it one rank may abort while the other still talks (spec ecosystem.md B)
