@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..fileio import atomic_write
 from . import registry
 from .registry import DatasetCorruptError, get_dataset_spec
 
@@ -23,36 +23,29 @@ class DownloadError(RuntimeError):
 
 
 def download_file(url: str, dest: Path, md5: str | None, *, size: int | None = None, timeout: float = 60) -> Path:
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    h = hashlib.md5(usedforsecurity=False)
-    n = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    expected_len = resp.headers.get("Content-Length")
-                    while block := resp.read(1 << 20):
-                        out.write(block)
-                        h.update(block)
-                        n += len(block)
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                raise DownloadError(f"download of {url} failed after {n} bytes: {e}") from None
-            if expected_len is not None and n != int(expected_len):
-                raise DownloadError(f"download of {url} was cut off: got {n} of {expected_len} bytes")
-            if size is not None and n != size:
-                raise DownloadError(f"download of {url}: got {n} bytes, the official file has {size}")
-            if md5 is not None and h.hexdigest() != md5:
-                raise DownloadError(f"download of {url}: MD5 {h.hexdigest()} differs from the official {md5}; "
-                                    "the server sent a different or corrupted file. Nothing was written.")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+    """Stream ``url`` into ``dest`` atomically; the file appears only if its size and MD5 are right."""
+
+    def fetch(out) -> None:
+        h = hashlib.md5(usedforsecurity=False)
+        n = 0
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                expected_len = resp.headers.get("Content-Length")
+                while block := resp.read(1 << 20):
+                    out.write(block)
+                    h.update(block)
+                    n += len(block)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise DownloadError(f"download of {url} failed after {n} bytes: {e}") from None
+        if expected_len is not None and n != int(expected_len):
+            raise DownloadError(f"download of {url} was cut off: got {n} of {expected_len} bytes")
+        if size is not None and n != size:
+            raise DownloadError(f"download of {url}: got {n} bytes, the official file has {size}")
+        if md5 is not None and h.hexdigest() != md5:
+            raise DownloadError(f"download of {url}: MD5 {h.hexdigest()} differs from the official {md5}; "
+                                "the server sent a different or corrupted file. Nothing was written.")
+
+    return atomic_write(dest, fetch)
 
 
 def download_dataset(name: str, root: str | os.PathLike, *, base_url: str | None = None) -> Path:

@@ -1,51 +1,25 @@
 """Crash-safe checkpoints.
 
-A checkpoint is written to a temporary file in the same directory, flushed and fsync'ed, then renamed over the old
-one with ``os.replace`` (atomic on POSIX), and the directory is fsync'ed. A process killed at any moment (SIGKILL
-included) leaves either the previous complete checkpoint or the new complete one, never a torn file.
+Checkpoints are written with :func:`mgcnn.fileio.atomic_write` (temp file, fsync, atomic rename): a process killed
+at any moment (SIGKILL included) leaves either the previous complete checkpoint or the new one, never a torn file.
 
 Checkpoints hold only tensors and plain Python values so that ``torch.load(weights_only=True)`` reads them.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..fileio import atomic_write
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or from an incompatible run."""
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(fileobj)`` on a temp file next to ``path`` and atomically move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

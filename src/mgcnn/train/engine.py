@@ -29,10 +29,10 @@ from torch import nn
 from .. import __version__
 from ..data import DeviceLoader, download_dataset, load_dataset
 from ..data.registry import data_roots
+from ..fileio import atomic_write_text
 from ..models import count_parameters, create_model
 from .checkpoint import (
     CheckpointError,
-    atomic_write_text,
     load_checkpoint,
     rng_state,
     save_checkpoint,
