@@ -236,6 +236,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Training/inference throughput, FLOPs and efficiency vs the dense GEMM ceiling, ratios vs ResNet20/18."""
+    import json
+
+    from .bench import DEFAULT_MODELS, format_table, run_bench
+    from .models import model_info
+
+    models = args.models or DEFAULT_MODELS
+    for m in models:
+        model_info(m)  # unknown names fail before any measurement
+    report = run_bench(models, isolate=not args.no_isolate, device=args.device, batch_size=args.batch_size,
+                       in_channels=args.in_channels, warmup=args.warmup, steps=args.steps,
+                       channels_last=args.channels_last, amp=args.amp)
+    print(json.dumps(report) if args.json else format_table(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgcnn", description="Multigrid-inspired CNNs: build, count, train, analyse.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -303,6 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: DIR)")
     p.add_argument("--title")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="throughput, FLOPs and efficiency of models (ratios vs ResNet20/18)")
+    p.add_argument("--models", nargs="+", help="registered names (default: a ResNet/MgNet/MGiaD/Poly-MgNet set)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-isolate", action="store_true", help="measure in this process (peak memory is shared)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a test split")
     p.add_argument("checkpoint")

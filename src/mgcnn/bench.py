@@ -1,0 +1,160 @@
+"""``mgcnn bench``: throughput, FLOPs and efficiency of models, beside the machine's dense GEMM ceiling.
+
+For each model, in a fresh subprocess (so peak memory is the model's own): training images/s (forward, backward,
+SGD step) and inference images/s as medians over timed steps after warm-up; forward FLOPs per image from
+``torch.utils.flop_counter`` (FLOPs = 2 x MACs), and training FLOPs as 3 x forward (the backward of a convolution
+or linear layer costs two forwards: input and weight gradients). The backward is not counted by the flop counter
+itself because torch 2.13's formula ignores ``groups`` there (a groups=64 convolution's backward is counted as 65
+forwards instead of 2), which would inflate the grouped models' FLOPs up to 20x. Achieved GFLOP/s = FLOPs/image x
+images/s; peak memory
+(CUDA: ``max_memory_allocated``; CPU: the process's peak resident set, which includes ~0.3-0.5 GB of torch itself).
+The ceiling is the GFLOP/s of a dense square matmul at the same dtype, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+DEFAULT_MODELS = ["resnet20", "resnet18", "mgnet_ab_l3", "mgnet_ab", "mgiad_l3_c16_g8", "mgiad_c16_g4",
+                  "mgiad_c64_g8", "poly_mgnet_q2"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn, device: torch.device, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def gemm_ceiling(device: torch.device, dtype: torch.dtype, sizes=(1024, 2048, 4096), steps: int = 3) -> float:
+    """The best GFLOP/s of square matmuls (2 n^3 FLOPs) over ``sizes``.
+
+    A reference, not a hard bound: on our AMD CPU oneDNN's convolutions run slightly faster than MKL's sgemm.
+    """
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        t = _median_time(lambda a=a, b=b: a @ b, device, 1, steps)
+        best = max(best, 2 * n**3 / t / 1e9)
+    return best
+
+
+def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_channels: int = 3, image_size: int = 32,
+                warmup: int = 2, steps: int = 5, channels_last: bool = True, amp: str = "off") -> dict[str, Any]:
+    from .models import count_parameters, create_model
+
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=in_channels).to(dev)
+    x = torch.randn(batch_size, in_channels, image_size, image_size, device=dev)
+    y = torch.randint(0, 10, (batch_size,), device=dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def autocast():
+        return torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None)
+
+    def train_step():
+        with autocast():
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @torch.no_grad()
+    def infer_step():
+        with autocast():
+            model(x)
+
+    with FlopCounterMode(display=False) as fwd:
+        infer_step()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    model.train()
+    t_train = _median_time(train_step, dev, warmup, steps)
+    model.eval()
+    t_infer = _median_time(infer_step, dev, warmup, steps)
+    fwd_flops = fwd.get_total_flops() / batch_size
+    train_flops = 3 * fwd_flops  # see the module docstring
+    peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {
+        "model": name, "params": count_parameters(model), "batch_size": batch_size, "device": str(dev),
+        "amp": amp, "channels_last": channels_last,
+        "train_img_s": batch_size / t_train, "infer_img_s": batch_size / t_infer,
+        "fwd_macs_per_img": fwd_flops / 2, "fwd_flops_per_img": fwd_flops, "train_flops_per_img": train_flops,
+        "train_gflops": train_flops * batch_size / t_train / 1e9, "infer_gflops": fwd_flops * batch_size / t_infer / 1e9,
+        "peak_mem_mb": peak / 2**20,
+    }
+
+
+def run_bench(models: list[str], *, isolate: bool = True, **kw) -> dict[str, Any]:
+    dev = torch.device(kw.get("device", "cpu"))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(kw.get("amp", "off"), torch.float32)
+    ceiling = gemm_ceiling(dev, dtype)
+    rows = []
+    for name in models:
+        if isolate:
+            args = json.dumps({"name": name, **kw})
+            proc = subprocess.run([sys.executable, "-m", "mgcnn.bench", args], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"bench of {name} failed:\n{proc.stderr[-2000:]}")
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        else:
+            rows.append(bench_model(name, **kw))
+    refs = {r["model"]: r for r in rows}
+    for r in rows:
+        r["gemm_ceiling_gflops"] = ceiling
+        r["train_efficiency"] = r["train_gflops"] / ceiling
+        for ref in ("resnet20", "resnet18"):
+            if ref in refs:
+                r[f"train_speed_vs_{ref}"] = r["train_img_s"] / refs[ref]["train_img_s"]
+                r[f"train_gflops_vs_{ref}"] = r["train_gflops"] / refs[ref]["train_gflops"]
+    return {"ceiling_gflops": ceiling, "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    lines = [f"dense GEMM reference: {report['ceiling_gflops']:.1f} GFLOP/s (best square matmul; torch "
+             f"{report['torch']}, {report['threads']} threads)",
+             "| model | #weights | MFLOPs/img fwd | train img/s | infer img/s | train GFLOP/s | % of GEMM | "
+             "GFLOP/s vs ResNet18 | img/s vs ResNet20 | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        vs18 = r.get("train_gflops_vs_resnet18")
+        vs20 = r.get("train_speed_vs_resnet20")
+        lines.append(
+            f"| {r['model']} | {r['params']:,} | {r['fwd_flops_per_img'] / 1e6:.1f} | {r['train_img_s']:.0f} | "
+            f"{r['infer_img_s']:.0f} | {r['train_gflops']:.1f} | {100 * r['train_efficiency']:.1f} | "
+            f"{'-' if vs18 is None else f'{vs18:.2f}'} | {'-' if vs20 is None else f'{vs20:.2f}'} | "
+            f"{r['peak_mem_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # one isolated measurement: python -m mgcnn.bench '{"name": ..., ...}'
+    spec = json.loads(sys.argv[1])
+    print(json.dumps(bench_model(spec.pop("name"), **spec)))

@@ -1,0 +1,35 @@
+"""mgcnn bench: FLOP counts, throughput fields, ratios, isolation in subprocesses."""
+
+import json
+
+from mgcnn import cli
+from mgcnn.bench import bench_model, run_bench
+
+
+def test_bench_model_counts_known_flops():
+    r = bench_model("resnet20", batch_size=4, warmup=0, steps=1)
+    assert 40.4e6 < r["fwd_macs_per_img"] < 40.8e6  # the well-known ~40.6 M MACs of CIFAR ResNet20
+    assert r["fwd_flops_per_img"] == 2 * r["fwd_macs_per_img"]
+    assert r["train_flops_per_img"] == 3 * r["fwd_flops_per_img"]  # backward = two forwards (input + weight grads)
+    assert r["train_img_s"] > 0 and r["infer_img_s"] > r["train_img_s"] and r["peak_mem_mb"] > 0
+
+
+def test_grouped_models_count_fewer_flops():
+    dense = bench_model("mgnet", batch_size=2, warmup=0, steps=1)
+    grouped = bench_model("mgnet", batch_size=2, warmup=0, steps=1, channels_last=False)
+    assert dense["fwd_flops_per_img"] == grouped["fwd_flops_per_img"]  # layout does not change the maths
+    g8 = bench_model("mgnet_ab_g8", batch_size=2, warmup=0, steps=1)
+    assert g8["fwd_flops_per_img"] < 0.2 * dense["fwd_flops_per_img"]
+
+
+def test_run_bench_ratios_and_cli_json(capsys):
+    report = run_bench(["resnet20", "mgiad_l3_c16_g8"], isolate=True, batch_size=4, warmup=0, steps=1)
+    rows = {r["model"]: r for r in report["rows"]}
+    assert rows["resnet20"]["train_speed_vs_resnet20"] == 1.0
+    assert report["ceiling_gflops"] > 0 and 0 < rows["mgiad_l3_c16_g8"]["train_efficiency"]
+    assert cli.main(["bench", "--models", "mgiad_l3_c16_g4", "--batch-size", "2", "--steps", "1", "--warmup", "0",
+                     "--json", "--no-isolate"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"][0]["model"] == "mgiad_l3_c16_g4"
+    assert cli.main(["bench", "--models", "resnet21"]) == 2  # unknown names fail before any measurement
+    assert "unknown model 'resnet21'" in capsys.readouterr().err
