@@ -217,7 +217,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     overrides = _parse_assignments(args.set, "--set")
     seeds = list(range(args.seeds)) if args.seeds is not None else None
     outcomes = run_sweep(study, args.out or f"sweeps/{study.name}", seeds=seeds, overrides=overrides,
-                         executor=args.executor, jobs=args.jobs)
+                         executor=args.executor, jobs=args.jobs, slurm=_parse_assignments(args.slurm, "--slurm"))
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="local: runs at a time (one GPU each when there are GPUs)")
     p.add_argument("--out", help="sweep directory (default sweeps/<study>)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field of every run")
+    p.add_argument("--slurm", action="append", metavar="KEY=VALUE",
+                   help="submitit parameter for --executor slurm, e.g. slurm_partition=gpu or timeout_min=600")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="aggregate a sweep's results beside the paper's numbers")

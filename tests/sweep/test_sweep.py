@@ -105,6 +105,18 @@ def test_submitit_local_executor(data_dir, tmp_path):
     assert (tmp_path / "sub" / "runs" / outcomes[0].run_id / "result.json").is_file()
 
 
+def test_cli_sweep_list_and_run(data_dir, tmp_path, capsys):
+    assert cli.main(["sweep", "--list"]) == 0
+    assert "mgiad-table-II" in capsys.readouterr().out
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"name": "cli", "base": {**TINY_BASE, "data_dir": data_dir}, "seeds": 1}))
+    argv = ["sweep", str(study), "--out", str(tmp_path / "o"), "--set", "label_smoothing=0.1"]
+    assert cli.main(argv) == 0
+    assert cli.main(argv) == 0  # the second time everything is skipped
+    assert "1 skipped" in capsys.readouterr().out
+    assert cli.main(["sweep", str(study), "--out", str(tmp_path / "bad"), "--set", "model_kwargs.group_size=3"]) == 1
+
+
 def _fake_run(root, run_id, model, seed, test, train_acc, params=1000, dataset="fashion-mnist", epochs=3):
     d = root / "runs" / run_id
     d.mkdir(parents=True)
