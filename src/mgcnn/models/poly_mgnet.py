@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from ..layers.common import LayerFactory, check_group_size, get_act_layer, get_norm_layer
 from ..layers.polynomial import BLOCK_DEGREE, BLOCK_KINDS, PolySmoother, xavier_roots
 from ._registry import register_model, register_preset
@@ -130,11 +128,6 @@ def poly_mgnet(
 
         init_roots_from_spectrum(model, strategy=spectrum_strategy, grid=spectrum_grid)
     return model
-
-
-def level_roots(model: MultigridNet) -> list[torch.Tensor]:
-    """The roots of every level's residual polynomial (complex128), finest level first."""
-    return [level.smoother.roots() for level in model.levels]
 
 
 for _d in DEGREE_BLOCKS:
