@@ -352,7 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from .data import DatasetCorruptError, DatasetNotFoundError, DownloadError
+    from .perf import tune_allocator
     from .train import CheckpointError, RunDirectoryError, TrainingDivergedError
+
+    tune_allocator()  # before the first large tensor; see mgcnn.perf
 
     try:
         return args.func(args)

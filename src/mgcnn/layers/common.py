@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from torch import nn
+from torch import Tensor, nn
+
+from ..perf import fast_paths_enabled, merge_groups, plan_grouped_conv
 
 LayerFactory = Callable[..., nn.Module]
 
@@ -37,9 +39,26 @@ def make_act(act_layer: LayerFactory) -> nn.Module:
     return act_layer()
 
 
+class GroupedConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` whose grouped convolution may run as an equivalent one with merged, block-diagonal groups.
+
+    Which formulation runs is chosen per input shape by timing once (``mgcnn.perf.set_conv_autotune``); without
+    autotuning, or in ``mgcnn.perf.reference_mode()``, it is exactly ``nn.Conv2d``. Parameters, state dict and
+    counts are those of ``nn.Conv2d``.
+    """
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        m = plan_grouped_conv(input, self) if fast_paths_enabled() and self.padding_mode == "zeros" else 1
+        if m == 1:
+            return super()._conv_forward(input, weight, bias)
+        return nn.functional.conv2d(input, merge_groups(weight, self.groups, m), bias, self.stride, self.padding,
+                                    self.dilation, self.groups // m)
+
+
 def conv3x3(c_in: int, c_out: int, *, stride: int = 1, groups: int = 1) -> nn.Conv2d:
     """Bias-free 3x3 convolution with 'same' zero padding (all multigrid operators are bias-free)."""
-    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, groups=groups, bias=False)
+    cls = GroupedConv2d if groups > 1 else nn.Conv2d
+    return cls(c_in, c_out, 3, stride=stride, padding=1, groups=groups, bias=False)
 
 
 def conv1x1(c_in: int, c_out: int, *, stride: int = 1, groups: int = 1) -> nn.Conv2d:

@@ -91,8 +91,10 @@ class PolyBlock(nn.Module):
     def set_roots(self, roots: Tensor | list[complex]) -> None:
         raise NotImplementedError
 
-    def forward(self, u: Tensor | None, f: Tensor, A: nn.Module, *, last: bool = False) -> Tensor:
-        r = self.act1(self.norm1(residual(f, A, u)))  # (N, C, H, W)
+    def forward(self, u: Tensor | None, f: Tensor, A: nn.Module, *, last: bool = False,
+                r: Tensor | None = None) -> Tensor:
+        """``r``, if given, is the known residual ``f - A u`` of the current state (see smoothing.py)."""
+        r = self.act1(self.norm1(residual(f, A, u) if r is None else r))  # (N, C, H, W)
         c = self.correction(r, A)
         p = self.placement
         if p == "regular":
@@ -271,10 +273,12 @@ class PolySmoother(nn.Module):
                 raise ValueError(f"block kind {kind!r} is not supported; use one of {BLOCK_KINDS}")
         self.blocks = nn.ModuleList(blocks)
 
-    def forward(self, u: Tensor | None, f: Tensor) -> Tensor:
+    accepts_residual = True  # forward takes r0 = f - A u of the entry state (see smoothing.py)
+
+    def forward(self, u: Tensor | None, f: Tensor, r0: Tensor | None = None) -> Tensor:
         n = len(self.blocks)
         for i, block in enumerate(self.blocks):
-            u = block(u, f, self.A, last=i == n - 1)
+            u = block(u, f, self.A, last=i == n - 1, r=r0 if i == 0 else None)
         return u
 
     def roots(self) -> Tensor:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..perf import fast_paths_enabled
 from .common import LayerFactory, check_group_size, conv3x3
 from .smoothing import SmoothingStep, add, residual
 from .transfer import channel_prolongation, channel_restriction
@@ -100,20 +101,27 @@ class SiC(nn.Module):
                 prolongation=prolongation,
             )
 
-    def forward(self, u: Tensor | None, f: Tensor) -> Tensor:
+    accepts_residual = True  # forward takes r0 = f - A^ u of the entry state (see smoothing.py)
+
+    def forward(self, u: Tensor | None, f: Tensor, r0: Tensor | None = None) -> Tensor:
+        r = r0  # the residual f - A^ u while it is known for the current u, else None
         for step in self.pre:
-            u = step(u, f, self.A, self.B)
+            u, r = step(u, f, self.A, self.B, r=r), None
         if not self.is_coarsest:
             u_c = None if u is None else self.Pi_hat(u)  # (N, c/2, H, W)
-            f_c = self.R_hat(residual(f, self.A, u))
-            if u_c is not None:
-                f_c = f_c + self.coarse.A(u_c)
-            u_hat = self.coarse(u_c, f_c)
+            r_c = self.R_hat(residual(f, self.A, u) if r is None else r)  # (N, c/2, H, W)
+            if u_c is None:
+                u_hat = self.coarse(None, r_c)
+            elif fast_paths_enabled():
+                # FAS in channels: f_c - A_c u_c is exactly r_c, so the coarse level starts from it (one conv saved)
+                u_hat = self.coarse(u_c, r_c + self.coarse.A(u_c), r0=r_c)
+            else:
+                u_hat = self.coarse(u_c, r_c + self.coarse.A(u_c))
             if self.prolongation == "fas" and u_c is not None:
                 u_hat = u_hat - u_c
-            u = add(u, self.P_hat(u_hat))  # (N, c, H, W)
+            u, r = add(u, self.P_hat(u_hat)), None  # (N, c, H, W)
         for step in self.post:
-            u = step(u, f, self.A, self.B)
+            u, r = step(u, f, self.A, self.B, r=r), None
         assert u is not None  # at least one step or a coarse correction ran
         return u
 

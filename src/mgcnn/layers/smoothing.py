@@ -16,6 +16,13 @@ and passes ``f <- act(f - A_l u_l)`` on to the next level (the released MgNet co
 
 Zero initial states are represented by ``None`` so that the first step skips the useless ``A(0)`` convolution;
 results are identical to starting from an explicit zero tensor.
+
+Two fast paths compute the same maths with less work (``mgcnn.perf.reference_mode()`` turns them off):
+- the FAS entry already knows the first residual: with ``u_l = Pi u`` and ``f_l = R f + A_l u_l``, the smoother's
+  first ``f_l - A_l u_l`` is exactly ``R f``. Smoothers accept it as ``r0`` and skip one convolution per level (and
+  SiC does the same on every channel level). In floating point the reused value is the *more* accurate one.
+- ``f - A u`` is computed as ``f + A_(-W) u`` (the weight negated, which is exact): the backward of a subtraction
+  negates the whole activation gradient, the backward of the negated weight only the tiny weight gradient.
 """
 
 from __future__ import annotations
@@ -24,13 +31,18 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .common import LayerFactory, conv3x3, make_act
+from ..perf import fast_paths_enabled
+from .common import GroupedConv2d, LayerFactory, conv3x3, make_act
 from .transfer import resolution_transfer
 
 
 def residual(f: Tensor, A: nn.Module, u: Tensor | None) -> Tensor:
     """``f - A(u)``, where ``u=None`` stands for the zero state (bias-free A maps 0 to 0)."""
-    return f if u is None else f - A(u)
+    if u is None:
+        return f
+    if fast_paths_enabled() and type(A) in (nn.Conv2d, GroupedConv2d) and A.bias is None:
+        return f + A._conv_forward(u, -A.weight, None)  # see the module docstring
+    return f - A(u)
 
 
 def add(u: Tensor | None, du: Tensor) -> Tensor:
@@ -52,8 +64,9 @@ class SmoothingStep(nn.Module):
         self.norm2 = norm_layer(channels)
         self.act2 = make_act(act_layer)
 
-    def forward(self, u: Tensor | None, f: Tensor, A: nn.Module, B: nn.Module) -> Tensor:
-        r = self.act1(self.norm1(residual(f, A, u)))  # (N, C, H, W)
+    def forward(self, u: Tensor | None, f: Tensor, A: nn.Module, B: nn.Module, r: Tensor | None = None) -> Tensor:
+        """``r``, if given, is the known residual ``f - A u`` of the current state (see the module docstring)."""
+        r = self.act1(self.norm1(residual(f, A, u) if r is None else r))  # (N, C, H, W)
         return add(u, self.act2(self.norm2(B(r))))
 
 
@@ -90,9 +103,11 @@ class MgSmoother(nn.Module):
         else:
             self.steps = nn.ModuleList(SmoothingStep(channels, norm_layer, act_layer) for _ in range(steps))
 
-    def forward(self, u: Tensor | None, f: Tensor) -> Tensor:
+    accepts_residual = True  # forward takes r0 = f - A u (ResolutionLevel passes it after the FAS restriction)
+
+    def forward(self, u: Tensor | None, f: Tensor, r0: Tensor | None = None) -> Tensor:
         for i, step in enumerate(self.steps):
-            u = step(u, f, self.A, self.B[i % len(self.B)])
+            u = step(u, f, self.A, self.B[i % len(self.B)], r=r0 if i == 0 else None)
         return u
 
 
@@ -100,7 +115,8 @@ class ResolutionLevel(nn.Module):
     """Resolution level l of MgNet / MGiaD / Poly-MgNet: FAS entry, a smoother, and the exit data update.
 
     ``smoother`` is any module with an attribute ``A`` (the level's finest operator, used for the FAS correction
-    and the exit residual) and ``forward(u, f) -> u``.
+    and the exit residual) and ``forward(u, f) -> u``. If it sets ``accepts_residual = True``, its forward also
+    takes ``r0``, the residual ``f - A u`` of the entry state, which the FAS restriction yields for free.
 
     The transfers Pi/R from the previous level are created on *every* level. On level 1 they are never applied,
     exactly as in the released MgNet/Poly-MgNet code, whose weight counts (and so the papers' tables) include
@@ -125,16 +141,26 @@ class ResolutionLevel(nn.Module):
 
     def restrict(self, u: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
         """FAS restriction (MGiaD paper eqs. 6-7): ``u <- Pi u``, ``f <- R f + A(Pi u)``."""
-        u = self.Pi(u)  # (N, c_l, H/2, W/2)
-        f = self.R(f) + self.A(u)
+        u, f, _ = self._restrict(u, f)
         return u, f
+
+    def _restrict(self, u: Tensor, f: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`restrict`, also returning ``R f``, the residual ``f - A u`` of the restricted state."""
+        u = self.Pi(u)  # (N, c_l, H/2, W/2)
+        r = self.R(f)  # (N, c_l, H/2, W/2)
+        return u, r + self.A(u), r
 
     def forward(self, u: Tensor | None, f: Tensor, *, last: bool = False) -> tuple[Tensor, Tensor | None]:
         if self.transfer_used:
             if u is None:
                 raise ValueError("a level with a resolution transfer needs the state u of the previous level")
-            u, f = self.restrict(u, f)
-        u = self.smoother(u, f)
+            u, f, r0 = self._restrict(u, f)
+            if fast_paths_enabled() and getattr(self.smoother, "accepts_residual", False):
+                u = self.smoother(u, f, r0=r0)
+            else:
+                u = self.smoother(u, f)
+        else:
+            u = self.smoother(u, f)
         # The exit data is only needed by a following level; on the last level it would be dead work.
         f_next = None if last else self.exit_act(residual(f, self.A, u))
         return u, f_next

@@ -31,6 +31,7 @@ from ..data import DeviceLoader, download_dataset, load_dataset
 from ..data.registry import data_roots
 from ..fileio import atomic_write_text
 from ..models import count_parameters, create_model
+from ..perf import allocator_state, tune_allocator
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -123,6 +124,7 @@ def environment(device: torch.device, world_size: int) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "threads": torch.get_num_threads(),
         "world_size": world_size,
+        "allocator": allocator_state(),
         "git_commit": _git_commit(),
     }
 
@@ -219,6 +221,7 @@ def train(
     returns None unless the run finished.
     """
     cfg = config.validate()
+    tune_allocator()
 
     # -- processes and devices
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -1,0 +1,191 @@
+"""Process-level speed settings that do not change any model's maths.
+
+``tune_allocator()``: keep freed CPU memory in the process instead of returning it to the kernel.
+
+Why: PyTorch's CPU allocator is plain ``malloc``. glibc serves every block above its mmap threshold (at most 32 MiB,
+and usually far less) with a fresh ``mmap`` and unmaps it on free, so every new activation of a CIFAR batch is
+page-faulted in and zeroed by the kernel again, step after step. Measured on our 2-core CPU (128x64x32x32 fp32,
+``python benchmarks/layers.py allocator``): ``x + y`` into a fresh tensor 10.6 ms, into a preallocated one 2.2 ms. The
+multigrid models are full of such elementwise passes (residuals, corrections, norms, activations), so the page
+faults cost them much more than a conv-bound ResNet. With ``M_MMAP_MAX = 0`` and trimming off, large blocks come
+from the heap and are reused, like a caching allocator: ``x + y`` takes 2.5 ms. The price is the same as a
+caching allocator's: the process keeps its peak memory until it exits.
+
+It is glibc-only (Linux); elsewhere it does nothing and says so. ``MGCNN_MALLOC=default`` in the environment turns
+it off for an A/B comparison; the ``mgcnn`` commands call it at start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+_state: dict[str, object] = {"tuned": None}
+
+
+def tune_allocator(*, force: bool = False) -> bool:
+    """Make glibc reuse large freed blocks instead of unmapping them. Returns whether the setting is active.
+
+    Idempotent. Skipped (returns False) on non-Linux systems, non-glibc C libraries, or when the environment
+    variable ``MGCNN_MALLOC`` is ``default`` (unless ``force``).
+    """
+    if _state["tuned"] is not None and not force:
+        return bool(_state["tuned"])
+    ok = False
+    if sys.platform.startswith("linux") and (force or os.environ.get("MGCNN_MALLOC", "").lower() != "default"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):  # musl and others have no mallopt
+            mallopt = None
+        if mallopt is not None:
+            mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+            # mallopt returns 1 on success. Never mmap (so nothing is unmapped on free), never trim the heap top.
+            ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    _state["tuned"] = ok
+    return ok
+
+
+def allocator_state() -> str:
+    """``"tuned"``, ``"default"`` or ``"not set yet"`` (recorded in run and benchmark metadata)."""
+    tuned = _state["tuned"]
+    return "not set yet" if tuned is None else ("tuned" if tuned else "default")
+
+
+# ---------------------------------------------------------------------------------------- fast paths in layers
+# The layers have fast formulations that compute the same maths as the straightforward one (the in-channel
+# transfers as weighted sums, the FAS residual reused instead of recomputed, ...). ``reference_mode()`` switches
+# them all off, so tests and users can compare outputs and gradients with the plain implementation.
+_fast = {"enabled": True}
+
+
+def fast_paths_enabled() -> bool:
+    return _fast["enabled"]
+
+
+class reference_mode:  # noqa: N801 - used like a function, as torch.no_grad
+    """Context manager: run every layer with its straightforward implementation (for equivalence checks)."""
+
+    def __enter__(self) -> None:
+        self._before = _fast["enabled"]
+        _fast["enabled"] = False
+
+    def __exit__(self, *exc) -> None:
+        _fast["enabled"] = self._before
+
+
+# --------------------------------------------------------------------------- grouped convolutions: plan by timing
+# A convolution with G groups can also run as one with G/m groups whose weight is block-diagonal (m groups merged,
+# m times the FLOPs; m = G is a dense convolution). Kernels are tuned for some channel counts per group and not
+# others (oneDNN pads every group to its vector width; cuDNN's fp32 grouped kernels are slow), so the fastest m
+# depends on the shape, dtype and machine. With autotuning on, the first call of each shape times every candidate
+# (forward + backward when gradients are needed) and keeps the fastest for the rest of the process.
+_autotune = {"enabled": os.environ.get("MGCNN_CONV_AUTOTUNE", "") == "1"}
+_plans: dict[tuple, int] = {}
+_MAX_MERGED_CHANNELS = 64  # candidates merge groups up to this many input channels per group (and m=1 always)
+_MIN_GAIN = 0.9  # another plan must be at least 10% faster than the grouped kernel (timing noise is ~5-15% here)
+
+
+def set_conv_autotune(enabled: bool = True) -> None:
+    """Turn per-shape timing of grouped convolutions on or off (``MGCNN_CONV_AUTOTUNE=1`` turns it on)."""
+    _autotune["enabled"] = bool(enabled)
+
+
+def conv_autotune_enabled() -> bool:
+    return _autotune["enabled"]
+
+
+def conv_plans() -> dict[tuple, int]:
+    """The plans chosen so far: ``{shape key: m}`` (m groups merged per launched group; 1 = the grouped kernel)."""
+    return dict(_plans)
+
+
+def clear_conv_plans() -> None:
+    _plans.clear()
+
+
+def merge_groups(weight, groups: int, m: int):
+    """Weight of a ``groups``-group conv -> the equivalent ``groups/m``-group conv with block-diagonal groups.
+
+    ``weight`` is ``(C_out, C_in/groups, kh, kw)``; the result is ``(C_out, m C_in/groups, kh, kw)`` and is
+    differentiable (the gradient of the off-diagonal zeros is dropped, so the maths and the gradient are unchanged).
+    """
+    import torch
+
+    if m == 1:
+        return weight
+    c_out, c_in_g, kh, kw = weight.shape
+    o = c_out // groups
+    w = weight.reshape(groups // m, m, o, 1, c_in_g, kh, kw)
+    eye = torch.eye(m, dtype=weight.dtype, device=weight.device).view(1, m, 1, m, 1, 1, 1)
+    return (w * eye).reshape(c_out, m * c_in_g, kh, kw)  # (C_out, m C_in/groups, kh, kw)
+
+
+def _candidates(groups: int, in_per_group: int) -> list[int]:
+    out, m = [1], 2
+    while m <= groups and groups % m == 0 and m * in_per_group <= _MAX_MERGED_CHANNELS:
+        out.append(m)
+        m *= 2
+    return out
+
+
+def _time_plan(run, device, repeats: int = 3) -> float:
+    import statistics
+    import time
+
+    import torch
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    run()  # warm-up (primitive creation, cudnn autotuning)
+    sync()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def plan_grouped_conv(x, conv) -> int:
+    """How many groups of ``conv`` to merge for input ``x``: the cached plan, or 1 when autotuning is off."""
+    import torch
+
+    groups = conv.groups
+    if groups == 1:
+        return 1
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
+    key = (x.device.type, str(x.dtype), x.is_contiguous(memory_format=torch.channels_last), tuple(x.shape),
+           tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, groups, needs_grad)
+    plan = _plans.get(key)
+    if plan is not None:
+        return plan
+    if not _autotune["enabled"] or torch.are_deterministic_algorithms_enabled() or torch.compiler.is_compiling():
+        return 1
+    import torch.nn.functional as F
+
+    xs = x.detach().clone().requires_grad_(needs_grad)
+    w0 = conv.weight.detach().clone().requires_grad_(needs_grad)
+    best, best_t = 1, None
+    for m in _candidates(groups, conv.weight.shape[1]):
+        def run(m=m):
+            with torch.set_grad_enabled(needs_grad):
+                y = F.conv2d(xs, merge_groups(w0, groups, m), None, conv.stride, conv.padding, conv.dilation,
+                             groups // m)
+                if needs_grad:
+                    y.backward(torch.ones_like(y))
+        t = _time_plan(run, x.device)
+        if best_t is None:
+            best_t = t
+        elif t < _MIN_GAIN * best_t:
+            best, best_t = m, t
+    _plans[key] = best
+    return best
