@@ -33,3 +33,29 @@ def test_run_bench_ratios_and_cli_json(capsys):
     assert out["rows"][0]["model"] == "mgiad_l3_c16_g4"
     assert cli.main(["bench", "--models", "resnet21"]) == 2  # unknown names fail before any measurement
     assert "unknown model 'resnet21'" in capsys.readouterr().err
+
+
+def test_bench_records_speed_settings_and_expands_patterns(capsys):
+    from mgcnn.bench import expand_models
+
+    names = expand_models(["mgiad_l3_c16_g*", "resnet20", "mgiad_l3_c16_g4"])
+    assert names == ["mgiad_l3_c16_g16", "mgiad_l3_c16_g4", "mgiad_l3_c16_g8", "resnet20"]  # sorted, deduplicated
+    fast = bench_model("mgiad_l3_c16_g4", batch_size=2, warmup=0, steps=1)
+    ref = bench_model("mgiad_l3_c16_g4", batch_size=2, warmup=0, steps=1, fast_paths=False, autotune=False)
+    assert fast["fast_paths"] and fast["autotune"] and not ref["fast_paths"] and not ref["autotune"]
+    # the fast path skips the recomputed FAS residual convolutions and runs the pair transfers elementwise
+    assert fast["fwd_flops_per_img"] < ref["fwd_flops_per_img"]
+    assert cli.main(["bench", "--models", "nosuchmodel*"]) == 2
+    assert "no registered model matches" in capsys.readouterr().err
+
+
+def test_flops_criterion_lists_cheap_mgiad_models():
+    from mgcnn.bench import _flops_criterion
+
+    rows = [{"model": "mgnet_ab", "fwd_flops_per_img": 100.0, "train_img_s": 50.0},
+            {"model": "mgiad_a", "fwd_flops_per_img": 60.0, "train_img_s": 60.0},
+            {"model": "mgiad_b", "fwd_flops_per_img": 30.0, "train_img_s": 40.0},
+            {"model": "mgiad_c", "fwd_flops_per_img": 61.0, "train_img_s": 10.0}]  # above 60%: not listed
+    (line,) = _flops_criterion(rows)
+    assert "1 of 2 train faster" in line and "mgiad_a 1.20x" in line and "mgiad_b 0.80x" in line
+    assert "mgiad_c" not in line

@@ -79,7 +79,7 @@ def test_grouped_conv_plans_once_per_shape_and_keeps_the_maths(autotune):
     x = torch.randn(2, 16, 5, 5, dtype=torch.float64, requires_grad=True)
     y = conv(x)
     plans = perf.conv_plans()
-    assert len(plans) == 1 and list(plans.values()) == [8]  # candidates 1, 2, 4, 8: the fake clock picks the last
+    assert len(plans) == 1 and list(plans.values()) == [("merge", 8)]  # merges of 1, 2, 4, 8: the last is "fastest"
     assert len(autotune) == 4
     y.sum().backward()
     gx, gw = x.grad.clone(), conv.weight.grad.clone()
@@ -114,8 +114,31 @@ def test_grouped_conv_does_not_plan_when_off_or_deterministic(autotune):
     assert perf.conv_plans() == {} and autotune == []
 
 
-def test_candidates_are_divisors_up_to_the_merge_limit():
-    assert perf._candidates(16, 4) == [1, 2, 4, 8, 16]
-    assert perf._candidates(64, 4) == [1, 2, 4, 8, 16]  # 16 * 4 = 64 input channels per merged group
-    assert perf._candidates(6, 2) == [1, 2]
-    assert perf._candidates(4, 64) == [1]
+def test_candidates_are_divisors_up_to_the_merge_limit_and_splits_of_multipliers():
+    def ms(plans):
+        return [m for kind, m in plans if kind == "merge"]
+
+    assert ms(perf._candidates(16, 4)) == [1, 2, 4, 8, 16]
+    assert ms(perf._candidates(64, 4)) == [1, 2, 4, 8, 16]  # 16 * 4 = 64 input channels per merged group
+    assert ms(perf._candidates(6, 2)) == [1, 2]
+    assert perf._candidates(4, 64) == [perf.GROUPED]
+    assert ("split", 2) in perf._candidates(64, 1, 2)  # Pi/R: depthwise with channel multiplier 2
+    assert all(kind == "merge" for kind, _ in perf._candidates(64, 1, 1))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("k, stride", [(2, 2), (3, 1)])
+def test_split_plan_gives_the_multiplier_convolution_and_its_gradients(k, stride, channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 8, 6, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    w = torch.randn(4 * k, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    y = perf.grouped_conv(x, w, ("split", k), (stride, stride), (1, 1), (1, 1), 4)
+    y_ref = F.conv2d(x, w, None, stride, 1, 1, 4)
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-12)
+    g = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(y_ref, (x, w), g)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

@@ -9,10 +9,18 @@ forwards instead of 2), which would inflate the grouped models' FLOPs up to 20x.
 images/s; peak memory
 (CUDA: ``max_memory_allocated``; CPU: the process's peak resident set, which includes ~0.3-0.5 GB of torch itself).
 The ceiling is the GFLOP/s of a dense square matmul at the same dtype, measured in the same run.
+
+Speed settings (all on by default, each can be switched off for an A/B comparison): the tuned allocator
+(``mgcnn.perf.tune_allocator``), the layers' fast paths (off = ``mgcnn.perf.reference_mode``) and per-shape
+grouped-convolution plans (``mgcnn.perf.set_conv_autotune``; timed during the warm-up steps). FLOPs are counted on
+the fast path with the stock grouped kernels, i.e. the work the model needs, not the zeros a merged-group plan adds;
+the channel-pair transfers are elementwise there and not counted (2 FLOPs per output element, <1% of any model).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import json
 import resource
 import statistics
@@ -24,6 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
+
+from . import perf
 
 DEFAULT_MODELS = ["resnet20", "resnet18", "mgnet_ab_l3", "mgnet_ab", "mgiad_l3_c16_g8", "mgiad_c16_g4",
                   "mgiad_c64_g8", "poly_mgnet_q2"]
@@ -61,10 +71,30 @@ def gemm_ceiling(device: torch.device, dtype: torch.dtype, sizes=(1024, 2048, 40
     return best
 
 
+def expand_models(patterns: list[str]) -> list[str]:
+    """Model names, with shell-style patterns (``'mgiad_c*_g4'``) expanded over the registry in sorted order."""
+    from .models import list_models, model_info
+
+    names: list[str] = []
+    for p in patterns:
+        if any(ch in p for ch in "*?["):
+            found = [n for n in list_models() if fnmatch.fnmatchcase(n, p)]
+            if not found:
+                raise ValueError(f"no registered model matches {p!r}; see `mgcnn models`")
+            names += found
+        else:
+            model_info(p)  # unknown names fail before any measurement, with close matches
+            names.append(p)
+    return list(dict.fromkeys(names))
+
+
 def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_channels: int = 3, image_size: int = 32,
-                warmup: int = 2, steps: int = 5, channels_last: bool = True, amp: str = "off") -> dict[str, Any]:
+                warmup: int = 2, steps: int = 5, channels_last: bool = True, amp: str = "off",
+                tuned_malloc: bool = True, fast_paths: bool = True, autotune: bool = True) -> dict[str, Any]:
     from .models import count_parameters, create_model
 
+    if tuned_malloc:
+        perf.tune_allocator()
     dev = torch.device(device)
     torch.manual_seed(0)
     model = create_model(name, in_channels=in_channels).to(dev)
@@ -91,21 +121,28 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
         with autocast():
             model(x)
 
-    with FlopCounterMode(display=False) as fwd:
-        infer_step()
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    model.train()
-    t_train = _median_time(train_step, dev, warmup, steps)
-    model.eval()
-    t_infer = _median_time(infer_step, dev, warmup, steps)
+    mode = contextlib.nullcontext() if fast_paths else perf.reference_mode()
+    autotune_before = perf.conv_autotune_enabled()
+    with mode:
+        perf.set_conv_autotune(False)  # count the work the model needs (see the module docstring)
+        with FlopCounterMode(display=False) as fwd:
+            infer_step()
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        perf.set_conv_autotune(autotune)
+        model.train()
+        t_train = _median_time(train_step, dev, max(warmup, 1 if autotune else 0), steps)
+        model.eval()
+        t_infer = _median_time(infer_step, dev, max(warmup, 1 if autotune else 0), steps)
+    perf.set_conv_autotune(autotune_before)
     fwd_flops = fwd.get_total_flops() / batch_size
     train_flops = 3 * fwd_flops  # see the module docstring
     peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {
         "model": name, "params": count_parameters(model), "batch_size": batch_size, "device": str(dev),
-        "amp": amp, "channels_last": channels_last,
+        "amp": amp, "channels_last": channels_last, "allocator": perf.allocator_state(), "fast_paths": fast_paths,
+        "autotune": autotune, "plans_not_stock": sum(p != perf.GROUPED for p in perf.conv_plans().values()),
         "train_img_s": batch_size / t_train, "infer_img_s": batch_size / t_infer,
         "fwd_macs_per_img": fwd_flops / 2, "fwd_flops_per_img": fwd_flops, "train_flops_per_img": train_flops,
         "train_gflops": train_flops * batch_size / t_train / 1e9, "infer_gflops": fwd_flops * batch_size / t_infer / 1e9,
@@ -114,6 +151,8 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
 
 
 def run_bench(models: list[str], *, isolate: bool = True, **kw) -> dict[str, Any]:
+    if kw.get("tuned_malloc", True):
+        perf.tune_allocator()
     dev = torch.device(kw.get("device", "cpu"))
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(kw.get("amp", "off"), torch.float32)
     ceiling = gemm_ceiling(dev, dtype)
@@ -131,7 +170,7 @@ def run_bench(models: list[str], *, isolate: bool = True, **kw) -> dict[str, Any
     for r in rows:
         r["gemm_ceiling_gflops"] = ceiling
         r["train_efficiency"] = r["train_gflops"] / ceiling
-        for ref in ("resnet20", "resnet18"):
+        for ref in ("resnet20", "resnet18", "mgnet_ab"):
             if ref in refs:
                 r[f"train_speed_vs_{ref}"] = r["train_img_s"] / refs[ref]["train_img_s"]
                 r[f"train_gflops_vs_{ref}"] = r["train_gflops"] / refs[ref]["train_gflops"]
@@ -142,17 +181,39 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [f"dense GEMM reference: {report['ceiling_gflops']:.1f} GFLOP/s (best square matmul; torch "
              f"{report['torch']}, {report['threads']} threads)",
              "| model | #weights | MFLOPs/img fwd | train img/s | infer img/s | train GFLOP/s | % of GEMM | "
-             "GFLOP/s vs ResNet18 | img/s vs ResNet20 | peak MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "GFLOP/s vs ResNet18 | img/s vs ResNet20 | img/s vs MgNet^{A,B} | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def ratio(r, key):
+        v = r.get(key)
+        return "-" if v is None else f"{v:.2f}"
+
     for r in report["rows"]:
-        vs18 = r.get("train_gflops_vs_resnet18")
-        vs20 = r.get("train_speed_vs_resnet20")
         lines.append(
             f"| {r['model']} | {r['params']:,} | {r['fwd_flops_per_img'] / 1e6:.1f} | {r['train_img_s']:.0f} | "
             f"{r['infer_img_s']:.0f} | {r['train_gflops']:.1f} | {100 * r['train_efficiency']:.1f} | "
-            f"{'-' if vs18 is None else f'{vs18:.2f}'} | {'-' if vs20 is None else f'{vs20:.2f}'} | "
-            f"{r['peak_mem_mb']:.0f} |")
+            f"{ratio(r, 'train_gflops_vs_resnet18')} | {ratio(r, 'train_speed_vs_resnet20')} | "
+            f"{ratio(r, 'train_speed_vs_mgnet_ab')} | {r['peak_mem_mb']:.0f} |")
+    first = report["rows"][0] if report["rows"] else {}
+    lines.append(f"settings: batch {first.get('batch_size')}, amp {first.get('amp')}, channels_last "
+                 f"{first.get('channels_last')}, allocator {first.get('allocator')}, fast paths "
+                 f"{first.get('fast_paths')}, conv autotune {first.get('autotune')}")
+    lines += _flops_criterion(report["rows"])
     return "\n".join(lines)
+
+
+def _flops_criterion(rows: list[dict[str, Any]], ref: str = "mgnet_ab", fraction: float = 0.6) -> list[str]:
+    """MGiaD models with at most ``fraction`` of ``ref``'s FLOPs: do they train faster than ``ref``?"""
+    base = next((r for r in rows if r["model"] == ref), None)
+    cheap = [r for r in rows if r["model"].startswith("mgiad") and base is not None
+             and r["fwd_flops_per_img"] <= fraction * base["fwd_flops_per_img"]]
+    if not cheap:
+        return []
+    faster = [r for r in cheap if r["train_img_s"] > base["train_img_s"]]
+    out = [f"MGiaD models with FLOPs <= {fraction:.0%} of {ref}'s: {len(faster)} of {len(cheap)} train faster than "
+           f"{ref} ({base['train_img_s']:.0f} img/s); img/s ratios: "
+           + ", ".join(f"{r['model']} {r['train_img_s'] / base['train_img_s']:.2f}x" for r in cheap)]
+    return out
 
 
 if __name__ == "__main__":  # one isolated measurement: python -m mgcnn.bench '{"name": ..., ...}'

@@ -240,15 +240,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Training/inference throughput, FLOPs and efficiency vs the dense GEMM ceiling, ratios vs ResNet20/18."""
     import json
 
-    from .bench import DEFAULT_MODELS, format_table, run_bench
-    from .models import model_info
+    from .bench import DEFAULT_MODELS, expand_models, format_table, run_bench
 
-    models = args.models or DEFAULT_MODELS
-    for m in models:
-        model_info(m)  # unknown names fail before any measurement
+    models = expand_models(args.models or DEFAULT_MODELS)
     report = run_bench(models, isolate=not args.no_isolate, device=args.device, batch_size=args.batch_size,
                        in_channels=args.in_channels, warmup=args.warmup, steps=args.steps,
-                       channels_last=args.channels_last, amp=args.amp)
+                       channels_last=args.channels_last, amp=args.amp, tuned_malloc=not args.default_malloc,
+                       fast_paths=not args.reference, autotune=args.autotune)
     print(json.dumps(report) if args.json else format_table(report))
     return 0
 
@@ -324,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="throughput, FLOPs and efficiency of models (ratios vs ResNet20/18)")
-    p.add_argument("--models", nargs="+", help="registered names (default: a ResNet/MgNet/MGiaD/Poly-MgNet set)")
+    p.add_argument("--models", nargs="+", help="registered names or shell patterns such as 'mgiad_c16_*' "
+                   "(default: a ResNet/MgNet/MGiaD/Poly-MgNet set)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--in-channels", type=int, default=3)
@@ -334,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-isolate", action="store_true", help="measure in this process (peak memory is shared)")
+    p.add_argument("--autotune", action=argparse.BooleanOptionalAction, default=True,
+                   help="time grouped-conv formulations per shape during warm-up (mgcnn.perf)")
+    p.add_argument("--reference", action="store_true",
+                   help="run the layers' straightforward implementations (mgcnn.perf.reference_mode), for A/B")
+    p.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator settings alone, for A/B")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a test split")

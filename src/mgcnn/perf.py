@@ -80,19 +80,27 @@ class reference_mode:  # noqa: N801 - used like a function, as torch.no_grad
 
 
 # --------------------------------------------------------------------------- grouped convolutions: plan by timing
-# A convolution with G groups can also run as one with G/m groups whose weight is block-diagonal (m groups merged,
-# m times the FLOPs; m = G is a dense convolution). Kernels are tuned for some channel counts per group and not
-# others (oneDNN pads every group to its vector width; cuDNN's fp32 grouped kernels are slow), so the fastest m
-# depends on the shape, dtype and machine. With autotuning on, the first call of each shape times every candidate
-# (forward + backward when gradients are needed) and keeps the fastest for the rest of the process.
+# A grouped convolution has equivalent formulations, and which is fastest depends on the shape, dtype and machine
+# (oneDNN pads every group to its vector width; cuDNN's fp32 grouped kernels are slow):
+# - ("merge", m): m neighbouring groups merged into one with a block-diagonal weight (m times the FLOPs; m = groups
+#   is a dense convolution); ("merge", 1) is the stock grouped kernel;
+# - ("split", k): a conv with one input channel per group and k outputs per group (the resolution transfers
+#   Pi/R, a depthwise conv with channel multiplier k) as k true depthwise convs whose outputs are interleaved.
+# With autotuning on, the first call of each shape times every candidate (forward + backward when gradients are
+# needed) and keeps the fastest for the rest of the process, as cudnn.benchmark does for algorithms.
+Plan = tuple[str, int]
+GROUPED: Plan = ("merge", 1)
 _autotune = {"enabled": os.environ.get("MGCNN_CONV_AUTOTUNE", "") == "1"}
-_plans: dict[tuple, int] = {}
-_MAX_MERGED_CHANNELS = 64  # candidates merge groups up to this many input channels per group (and m=1 always)
+_plans: dict[tuple, Plan] = {}
+_MAX_MERGED_CHANNELS = 64  # merge candidates go up to this many input channels per merged group
 _MIN_GAIN = 0.9  # another plan must be at least 10% faster than the grouped kernel (timing noise is ~5-15% here)
 
 
 def set_conv_autotune(enabled: bool = True) -> None:
-    """Turn per-shape timing of grouped convolutions on or off (``MGCNN_CONV_AUTOTUNE=1`` turns it on)."""
+    """Turn per-shape timing of grouped convolutions on or off (``MGCNN_CONV_AUTOTUNE=1`` turns it on).
+
+    ``mgcnn train`` (unless deterministic) and ``mgcnn bench`` turn it on; plain library use leaves it off.
+    """
     _autotune["enabled"] = bool(enabled)
 
 
@@ -100,8 +108,8 @@ def conv_autotune_enabled() -> bool:
     return _autotune["enabled"]
 
 
-def conv_plans() -> dict[tuple, int]:
-    """The plans chosen so far: ``{shape key: m}`` (m groups merged per launched group; 1 = the grouped kernel)."""
+def conv_plans() -> dict[tuple, Plan]:
+    """The plans chosen so far, ``{shape key: plan}``."""
     return dict(_plans)
 
 
@@ -126,11 +134,29 @@ def merge_groups(weight, groups: int, m: int):
     return (w * eye).reshape(c_out, m * c_in_g, kh, kw)  # (C_out, m C_in/groups, kh, kw)
 
 
-def _candidates(groups: int, in_per_group: int) -> list[int]:
-    out, m = [1], 2
+def grouped_conv(x, weight, plan: Plan, stride, padding, dilation, groups: int):
+    """``F.conv2d(x, weight, None, stride, padding, dilation, groups)`` computed with ``plan`` (bias-free)."""
+    import torch
+    import torch.nn.functional as F
+
+    kind, m = plan
+    if kind == "merge":
+        return F.conv2d(x, merge_groups(weight, groups, m), None, stride, padding, dilation, groups // m)
+    c_out, _, kh, kw = weight.shape
+    w = weight.view(groups, m, 1, kh, kw)
+    ys = [F.conv2d(x, w[:, j], None, stride, padding, dilation, groups) for j in range(m)]  # k x (N, C_in, h, w)
+    if x.is_contiguous(memory_format=torch.channels_last):  # interleave in NHWC so the result stays channels-last
+        return torch.stack([y.permute(0, 2, 3, 1) for y in ys], dim=-1).flatten(-2).permute(0, 3, 1, 2)
+    return torch.stack(ys, dim=2).flatten(1, 2)  # (N, C_out, h, w)
+
+
+def _candidates(groups: int, in_per_group: int, out_per_group: int = 1) -> list[Plan]:
+    out, m = [GROUPED], 2
     while m <= groups and groups % m == 0 and m * in_per_group <= _MAX_MERGED_CHANNELS:
-        out.append(m)
+        out.append(("merge", m))
         m *= 2
+    if in_per_group == 1 and out_per_group > 1:
+        out.append(("split", out_per_group))
     return out
 
 
@@ -155,37 +181,35 @@ def _time_plan(run, device, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def plan_grouped_conv(x, conv) -> int:
-    """How many groups of ``conv`` to merge for input ``x``: the cached plan, or 1 when autotuning is off."""
+def plan_grouped_conv(x, conv) -> Plan:
+    """The formulation for ``conv`` on input ``x``: the stock kernel when autotuning is off (or in deterministic
+    mode), else the cached plan, or (first call of a shape) the fastest candidate by timing."""
     import torch
 
     groups = conv.groups
     if groups == 1:
-        return 1
+        return GROUPED
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
     key = (x.device.type, str(x.dtype), x.is_contiguous(memory_format=torch.channels_last), tuple(x.shape),
            tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, groups, needs_grad)
+    if not _autotune["enabled"] or torch.are_deterministic_algorithms_enabled():
+        return GROUPED  # autotuning off means the stock kernels, whatever was planned before
     plan = _plans.get(key)
-    if plan is not None:
-        return plan
-    if not _autotune["enabled"] or torch.are_deterministic_algorithms_enabled() or torch.compiler.is_compiling():
-        return 1
-    import torch.nn.functional as F
-
+    if plan is not None or torch.compiler.is_compiling():
+        return plan or GROUPED
     xs = x.detach().clone().requires_grad_(needs_grad)
     w0 = conv.weight.detach().clone().requires_grad_(needs_grad)
-    best, best_t = 1, None
-    for m in _candidates(groups, conv.weight.shape[1]):
-        def run(m=m):
+    best, best_t = GROUPED, None
+    for cand in _candidates(groups, conv.weight.shape[1], conv.weight.shape[0] // groups):
+        def run(cand=cand):
             with torch.set_grad_enabled(needs_grad):
-                y = F.conv2d(xs, merge_groups(w0, groups, m), None, conv.stride, conv.padding, conv.dilation,
-                             groups // m)
+                y = grouped_conv(xs, w0, cand, conv.stride, conv.padding, conv.dilation, groups)
                 if needs_grad:
                     y.backward(torch.ones_like(y))
         t = _time_plan(run, x.device)
         if best_t is None:
             best_t = t
         elif t < _MIN_GAIN * best_t:
-            best, best_t = m, t
+            best, best_t = cand, t
     _plans[key] = best
     return best

@@ -75,9 +75,29 @@ def _loss_and_grads(model, x, y):
     return out.detach(), {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.fixture(params=["stock-kernels", "autotuned"])
+def conv_plans(request, monkeypatch):
+    """Either no autotuning, or autotuning with a fake clock on which the last candidate is always the fastest, so
+    that every merged-group and split formulation runs inside the models."""
+    perf.clear_conv_plans()
+    if request.param == "autotuned":
+        calls = []
+
+        def fake_time(run, device, repeats=3):
+            run()
+            calls.append(run)
+            return 1.0 / len(calls)
+
+        monkeypatch.setattr(perf, "_time_plan", fake_time)
+        perf.set_conv_autotune(True)
+    yield request.param
+    perf.set_conv_autotune(False)
+    perf.clear_conv_plans()
+
+
 @pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "nchw"])
 @pytest.mark.parametrize("key", list(SMALL))
-def test_fast_paths_match_the_reference_model(key, channels_last):
+def test_fast_paths_match_the_reference_model(key, channels_last, conv_plans):
     torch.manual_seed(0)
     model = _build(key).double().train()
     x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
@@ -89,6 +109,8 @@ def test_fast_paths_match_the_reference_model(key, channels_last):
     model.load_state_dict(state)
     with perf.reference_mode():
         out_ref, grads_ref = _loss_and_grads(model, x, y)
+    if conv_plans == "autotuned" and key.startswith(("mgiad", "mgnet")):
+        assert any(plan != perf.GROUPED for plan in perf.conv_plans().values())
     torch.testing.assert_close(out, out_ref, rtol=1e-9, atol=1e-12)
     assert grads.keys() == grads_ref.keys()
     scale = max(g.abs().max().item() for g in grads_ref.values())

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
-from ..perf import fast_paths_enabled, merge_groups, plan_grouped_conv
+from ..perf import GROUPED, fast_paths_enabled, grouped_conv, plan_grouped_conv
 
 LayerFactory = Callable[..., nn.Module]
 
@@ -40,7 +40,8 @@ def make_act(act_layer: LayerFactory) -> nn.Module:
 
 
 class GroupedConv2d(nn.Conv2d):
-    """An ``nn.Conv2d`` whose grouped convolution may run as an equivalent one with merged, block-diagonal groups.
+    """An ``nn.Conv2d`` whose grouped convolution may run in an equivalent formulation (``mgcnn.perf.grouped_conv``:
+    merged block-diagonal groups, or interleaved depthwise convs for channel multipliers).
 
     Which formulation runs is chosen per input shape by timing once (``mgcnn.perf.set_conv_autotune``); without
     autotuning, or in ``mgcnn.perf.reference_mode()``, it is exactly ``nn.Conv2d``. Parameters, state dict and
@@ -48,11 +49,11 @@ class GroupedConv2d(nn.Conv2d):
     """
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        m = plan_grouped_conv(input, self) if fast_paths_enabled() and self.padding_mode == "zeros" else 1
-        if m == 1:
+        fast = fast_paths_enabled() and self.padding_mode == "zeros" and bias is None
+        plan = plan_grouped_conv(input, self) if fast else GROUPED
+        if plan == GROUPED:
             return super()._conv_forward(input, weight, bias)
-        return nn.functional.conv2d(input, merge_groups(weight, self.groups, m), bias, self.stride, self.padding,
-                                    self.dilation, self.groups // m)
+        return grouped_conv(input, weight, plan, self.stride, self.padding, self.dilation, self.groups)
 
 
 def conv3x3(c_in: int, c_out: int, *, stride: int = 1, groups: int = 1) -> nn.Conv2d:

@@ -31,7 +31,7 @@ from ..data import DeviceLoader, download_dataset, load_dataset
 from ..data.registry import data_roots
 from ..fileio import atomic_write_text
 from ..models import count_parameters, create_model
-from ..perf import allocator_state, tune_allocator
+from ..perf import allocator_state, conv_autotune_enabled, set_conv_autotune, tune_allocator
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -236,6 +236,10 @@ def train(
     if device.type == "cuda":
         torch.cuda.set_device(device)
     threads_before, deterministic_before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    autotune_before = conv_autotune_enabled()
+    # Grouped-conv formulations are timed per shape like cudnn.benchmark's algorithms (same maths, see mgcnn.perf);
+    # deterministic runs keep the stock kernels so that reruns are bitwise equal.
+    set_conv_autotune(not cfg.deterministic)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
@@ -397,6 +401,7 @@ def train(
     finally:
         torch.set_num_threads(threads_before)
         torch.use_deterministic_algorithms(deterministic_before)
+        set_conv_autotune(autotune_before)
         if distributed and dist.is_initialized():
             with contextlib.suppress(Exception):
                 dist.barrier()  # without it one rank may abort while the other still talks (spec ecosystem.md B)
