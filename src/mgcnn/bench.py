@@ -123,18 +123,21 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
 
     mode = contextlib.nullcontext() if fast_paths else perf.reference_mode()
     autotune_before = perf.conv_autotune_enabled()
-    with mode:
-        perf.set_conv_autotune(False)  # count the work the model needs (see the module docstring)
-        with FlopCounterMode(display=False) as fwd:
-            infer_step()
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        perf.set_conv_autotune(autotune)
-        model.train()
-        t_train = _median_time(train_step, dev, max(warmup, 1 if autotune else 0), steps)
-        model.eval()
-        t_infer = _median_time(infer_step, dev, max(warmup, 1 if autotune else 0), steps)
-    perf.set_conv_autotune(autotune_before)
+    warmup = max(warmup, 1 if autotune else 0)  # plans are timed on the first call, never inside a timed step
+    try:
+        with mode:
+            perf.set_conv_autotune(False)  # count the work the model needs (see the module docstring)
+            with FlopCounterMode(display=False) as fwd:
+                infer_step()
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            perf.set_conv_autotune(autotune)
+            model.train()
+            t_train = _median_time(train_step, dev, warmup, steps)
+            model.eval()
+            t_infer = _median_time(infer_step, dev, warmup, steps)
+    finally:
+        perf.set_conv_autotune(autotune_before)
     fwd_flops = fwd.get_total_flops() / batch_size
     train_flops = 3 * fwd_flops  # see the module docstring
     peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"

@@ -5,14 +5,14 @@
 Why: PyTorch's CPU allocator is plain ``malloc``. glibc serves every block above its mmap threshold (at most 32 MiB,
 and usually far less) with a fresh ``mmap`` and unmaps it on free, so every new activation of a CIFAR batch is
 page-faulted in and zeroed by the kernel again, step after step. Measured on our 2-core CPU (128x64x32x32 fp32,
-``python benchmarks/layers.py allocator``): ``x + y`` into a fresh tensor 10.6 ms, into a preallocated one 2.2 ms. The
-multigrid models are full of such elementwise passes (residuals, corrections, norms, activations), so the page
-faults cost them much more than a conv-bound ResNet. With ``M_MMAP_MAX = 0`` and trimming off, large blocks come
-from the heap and are reused, like a caching allocator: ``x + y`` takes 2.5 ms. The price is the same as a
+``python benchmarks/layers.py allocator``): ``x + y`` into a fresh tensor 11-14 ms, into a preallocated one 2-3 ms.
+The multigrid models are full of such elementwise passes (residuals, corrections, norms, activations), so the page
+faults cost them more than a conv-bound ResNet. With ``M_MMAP_MAX = 0`` and trimming off, large blocks come from the
+heap and are reused, like a caching allocator: a fresh ``x + y`` takes 2-3 ms too. The price is the same as a
 caching allocator's: the process keeps its peak memory until it exits.
 
-It is glibc-only (Linux); elsewhere it does nothing and says so. ``MGCNN_MALLOC=default`` in the environment turns
-it off for an A/B comparison; the ``mgcnn`` commands call it at start.
+It is glibc-only (Linux); elsewhere ``tune_allocator`` does nothing and returns False. ``MGCNN_MALLOC=default`` in
+the environment turns it off for an A/B comparison; the ``mgcnn`` commands and ``train()`` call it at start.
 """
 
 from __future__ import annotations
@@ -52,9 +52,8 @@ def tune_allocator(*, force: bool = False) -> bool:
 
 
 def allocator_state() -> str:
-    """``"tuned"``, ``"default"`` or ``"not set yet"`` (recorded in run and benchmark metadata)."""
-    tuned = _state["tuned"]
-    return "not set yet" if tuned is None else ("tuned" if tuned else "default")
+    """``"tuned"`` or ``"default"`` (recorded in run and benchmark metadata)."""
+    return "tuned" if _state["tuned"] else "default"
 
 
 # ---------------------------------------------------------------------------------------- fast paths in layers

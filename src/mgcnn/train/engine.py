@@ -238,8 +238,8 @@ def train(
     threads_before, deterministic_before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     autotune_before = conv_autotune_enabled()
     # Grouped-conv formulations are timed per shape like cudnn.benchmark's algorithms (same maths, see mgcnn.perf);
-    # deterministic runs keep the stock kernels so that reruns are bitwise equal.
-    set_conv_autotune(not cfg.deterministic)
+    # deterministic runs keep the stock kernels so that reruns are bitwise equal. MGCNN_CONV_AUTOTUNE=0 opts out.
+    set_conv_autotune(not cfg.deterministic and os.environ.get("MGCNN_CONV_AUTOTUNE", "1") != "0")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
