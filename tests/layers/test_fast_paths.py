@@ -148,3 +148,41 @@ def test_fas_residual_reuse_saves_one_conv_per_coarse_grid():
         ref = _count_convs(mgiad, x)
     # the channel-pair transfers are not convolutions on the fast path (NCHW here, so they still are)
     assert ref - _count_convs(mgiad, x) == 2 + 3 + 1
+
+
+class _Layouts(TorchDispatchMode):
+    """Records the ops that write a batch-sized 4-D tensor (activation or activation gradient) in another layout than
+    channels-last. Views (permute, expand, slicing, ...) move no data and are not counted."""
+
+    def __init__(self, batch: int):
+        super().__init__()
+        self.batch = batch
+        self.flips: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if torch.Tag.view_copy not in func.tags and not func._schema.is_mutable and not _is_view(func):
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                # logical (N, C, H, W) activations only: the transfers also write (N, H, W, C) tensors, which are
+                # channels-last memory read through a permuted view; with 12x12 inputs no width equals a spatial size
+                if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[0] == self.batch \
+                        and t.shape[2] == t.shape[3] > 1 and t.shape[1] != t.shape[2] \
+                        and not t.is_contiguous(memory_format=CL):
+                    self.flips.add(str(func))
+        return out
+
+
+def _is_view(func) -> bool:
+    return any(a.alias_info is not None and not a.alias_info.is_write for a in func._schema.returns)
+
+
+@pytest.mark.parametrize("key", ["mgiad", "mgiad-fas-nopre", "mgnet-ab", "poly-q4", "mgic", "resnet20"])
+def test_channels_last_end_to_end_without_layout_flips(key, conv_plans):
+    """Every activation and activation gradient of a channels-last model is written channels-last (no reorders
+    between layers), with the stock kernels and with every alternative plan."""
+    model = _build(key).to(memory_format=CL).train()
+    x = torch.randn(3, 3, 12, 12).contiguous(memory_format=CL)
+    model(x)  # plans are timed here, outside the recorder
+    with _Layouts(batch=3) as rec:
+        F.cross_entropy(model(x), torch.tensor([1, 2, 3])).backward()
+    assert not rec.flips, f"ops writing non-channels-last activations: {sorted(rec.flips)}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from ..perf import GROUPED, fast_paths_enabled, grouped_conv, plan_grouped_conv
@@ -54,6 +55,71 @@ class GroupedConv2d(nn.Conv2d):
         if plan == GROUPED:
             return super()._conv_forward(input, weight, bias)
         return grouped_conv(input, weight, plan, self.stride, self.padding, self.dilation, self.groups)
+
+
+def _layout(x: Tensor) -> torch.memory_format:
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format
+
+
+class _GlobalAvgPool(torch.autograd.Function):
+    """``x.mean((2, 3))`` whose gradient keeps x's memory layout.
+
+    The backward of ``mean`` is an expanded view divided by H*W, which torch writes in NCHW order; in a channels-last
+    model that one NCHW gradient makes every following backward op reorder (found by
+    ``tests/layers/test_fast_paths.py::test_channels_last_end_to_end_without_layout_flips``).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.shape, ctx.layout = x.shape, _layout(x)
+        return x.mean((2, 3))  # (N, C)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        n, c, h, w = ctx.shape
+        g = (grad / (h * w))[:, :, None, None].expand(n, c, h, w)  # (N, C, H, W), a view
+        return g.contiguous(memory_format=ctx.layout)
+
+
+def global_avg_pool(x: Tensor) -> Tensor:
+    """Global average pooling ``(N, C, H, W) -> (N, C)``; layout-preserving backward on the fast path."""
+    if fast_paths_enabled():
+        return _GlobalAvgPool.apply(x)
+    return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+
+class _SubsamplePad(torch.autograd.Function):
+    """``pad(x[:, :, ::s, ::s])`` with zero channels before/after (ResNet option A) in x's memory layout, both ways.
+
+    The stock slice + pad backward writes its gradient in NCHW order, a layout flip in channels-last models.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, stride: int, before: int, after: int) -> Tensor:
+        ctx.shape, ctx.layout, ctx.args = x.shape, _layout(x), (stride, before)
+        sub = x[:, :, ::stride, ::stride]  # (N, C, H/s, W/s)
+        n, c, h, w = sub.shape
+        out = torch.empty((n, before + c + after, h, w), dtype=x.dtype, device=x.device,
+                          memory_format=ctx.layout).zero_()
+        out[:, before:before + c] = sub
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        stride, before = ctx.args
+        c = ctx.shape[1]
+        gx = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.layout).zero_()
+        gx[:, :, ::stride, ::stride] = grad[:, before:before + c]
+        return gx, None, None, None
+
+
+def subsample_pad(x: Tensor, stride: int, before: int, after: int) -> Tensor:
+    """ResNet option-A shortcut: spatial subsampling by ``stride`` and zero channels ``before``/``after``."""
+    if fast_paths_enabled():
+        return _SubsamplePad.apply(x, stride, before, after)
+    x = x[:, :, ::stride, ::stride]  # (N, C, H/s, W/s)
+    return nn.functional.pad(x, (0, 0, 0, 0, before, after))
 
 
 def conv3x3(c_in: int, c_out: int, *, stride: int = 1, groups: int = 1) -> nn.Conv2d:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torch
 from torch import Tensor, nn
 
-from ..layers.common import check_positive_int
+from ..layers.common import check_positive_int, global_avg_pool
 
 
 class ImageClassifier(nn.Module):
@@ -23,7 +22,7 @@ class ImageClassifier(nn.Module):
         raise NotImplementedError
 
     def forward_head(self, x: Tensor) -> Tensor:
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))  # (N, num_classes)
+        return self.fc(global_avg_pool(x))  # (N, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))

@@ -12,10 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers.common import LayerFactory, Stem, check_positive_int, conv1x1, conv3x3, get_act_layer, get_norm_layer
+from ..layers.common import (
+    LayerFactory,
+    Stem,
+    check_positive_int,
+    conv1x1,
+    conv3x3,
+    get_act_layer,
+    get_norm_layer,
+    subsample_pad,
+)
 from ._base import ImageClassifier, stage_stack
 from ._registry import register_model
 
@@ -47,8 +55,7 @@ class BasicBlock(nn.Module):
         if self.downsample is not None:
             return self.downsample(x)
         if self.shortcut_kind == "A" and (self.stride != 1 or self.pad):
-            x = x[:, :, :: self.stride, :: self.stride]  # (N, c_in, H/s, W/s)
-            return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))  # (N, c_out, H/s, W/s)
+            return subsample_pad(x, self.stride, self.pad // 2, self.pad - self.pad // 2)  # (N, c_out, H/s, W/s)
         return x
 
     def forward(self, x: Tensor) -> Tensor:
