@@ -359,7 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .perf import tune_allocator
     from .train import CheckpointError, RunDirectoryError, TrainingDivergedError
 
-    tune_allocator()  # before the first large tensor; see mgcnn.perf
+    if not getattr(args, "default_malloc", False):  # `mgcnn bench --default-malloc` measures glibc's default
+        tune_allocator()  # before the first large tensor; see mgcnn.perf
 
     try:
         return args.func(args)
