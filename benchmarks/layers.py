@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import torch
@@ -36,14 +34,7 @@ CL = torch.channels_last
 
 
 def median_ms(fn, warmup: int = 2, steps: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+    return 1e3 * perf.median_time(fn, torch.device("cpu"), warmup, steps)
 
 
 # ------------------------------------------------------------------------------------------------ allocator

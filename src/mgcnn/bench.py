@@ -23,10 +23,8 @@ import contextlib
 import fnmatch
 import json
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from typing import Any
 
 import torch
@@ -39,24 +37,6 @@ DEFAULT_MODELS = ["resnet20", "resnet18", "mgnet_ab_l3", "mgnet_ab", "mgiad_l3_c
                   "mgiad_c64_g8", "poly_mgnet_q2"]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_time(fn, device: torch.device, warmup: int, steps: int) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def gemm_ceiling(device: torch.device, dtype: torch.dtype, sizes=(1024, 2048, 4096), steps: int = 3) -> float:
     """The best GFLOP/s of square matmuls (2 n^3 FLOPs) over ``sizes``.
 
@@ -66,7 +46,7 @@ def gemm_ceiling(device: torch.device, dtype: torch.dtype, sizes=(1024, 2048, 40
     for n in sizes:
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
-        t = _median_time(lambda a=a, b=b: a @ b, device, 1, steps)
+        t = perf.median_time(lambda a=a, b=b: a @ b, device, 1, steps)
         best = max(best, 2 * n**3 / t / 1e9)
     return best
 
@@ -133,9 +113,9 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
                 torch.cuda.reset_peak_memory_stats(dev)
             perf.set_conv_autotune(autotune)
             model.train()
-            t_train = _median_time(train_step, dev, warmup, steps)
+            t_train = perf.median_time(train_step, dev, warmup, steps)
             model.eval()
-            t_infer = _median_time(infer_step, dev, warmup, steps)
+            t_infer = perf.median_time(infer_step, dev, warmup, steps)
     finally:
         perf.set_conv_autotune(autotune_before)
     fwd_flops = fwd.get_total_flops() / batch_size

@@ -20,7 +20,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import statistics
 import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -122,8 +128,6 @@ def merge_groups(weight, groups: int, m: int):
     ``weight`` is ``(C_out, C_in/groups, kh, kw)``; the result is ``(C_out, m C_in/groups, kh, kw)`` and is
     differentiable (the gradient of the off-diagonal zeros is dropped, so the maths and the gradient are unchanged).
     """
-    import torch
-
     if m == 1:
         return weight
     c_out, c_in_g, kh, kw = weight.shape
@@ -135,9 +139,6 @@ def merge_groups(weight, groups: int, m: int):
 
 def grouped_conv(x, weight, plan: Plan, stride, padding, dilation, groups: int):
     """``F.conv2d(x, weight, None, stride, padding, dilation, groups)`` computed with ``plan`` (bias-free)."""
-    import torch
-    import torch.nn.functional as F
-
     kind, m = plan
     if kind == "merge":
         return F.conv2d(x, merge_groups(weight, groups, m), None, stride, padding, dilation, groups // m)
@@ -159,40 +160,37 @@ def _candidates(groups: int, in_per_group: int, out_per_group: int = 1) -> list[
     return out
 
 
-def _time_plan(run, device, repeats: int = 3) -> float:
-    import statistics
-    import time
-
-    import torch
-
+def median_time(fn: Callable[[], object], device: torch.device, warmup: int, steps: int) -> float:
+    """Median seconds of ``steps`` calls of ``fn`` after ``warmup`` calls (CUDA is synchronised around each)."""
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    run()  # warm-up (primitive creation, cudnn autotuning)
+    for _ in range(warmup):
+        fn()
     sync()
     times = []
-    for _ in range(repeats):
+    for _ in range(steps):
         t = time.perf_counter()
-        run()
+        fn()
         sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
+def _time_plan(run, device, repeats: int = 3) -> float:
+    return median_time(run, device, warmup=1, steps=repeats)  # the warm-up creates primitives / cudnn plans
+
+
 def plan_grouped_conv(x, conv) -> Plan:
     """The formulation for ``conv`` on input ``x``: the stock kernel when autotuning is off (or in deterministic
     mode), else the cached plan, or (first call of a shape) the fastest candidate by timing."""
-    import torch
-
     groups = conv.groups
-    if groups == 1:
-        return GROUPED
+    if groups == 1 or not _autotune["enabled"] or torch.are_deterministic_algorithms_enabled():
+        return GROUPED  # autotuning off means the stock kernels, whatever was planned before
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
     key = (x.device.type, str(x.dtype), x.is_contiguous(memory_format=torch.channels_last), tuple(x.shape),
            tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, groups, needs_grad)
-    if not _autotune["enabled"] or torch.are_deterministic_algorithms_enabled():
-        return GROUPED  # autotuning off means the stock kernels, whatever was planned before
     plan = _plans.get(key)
     if plan is not None or torch.compiler.is_compiling():
         return plan or GROUPED

@@ -57,9 +57,13 @@ class GroupedConv2d(nn.Conv2d):
         return grouped_conv(input, weight, plan, self.stride, self.padding, self.dilation, self.groups)
 
 
+def is_channels_last(x: Tensor) -> bool:
+    """A 4-D tensor laid out channels-last (NHWC memory)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def _layout(x: Tensor) -> torch.memory_format:
-    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
-        else torch.contiguous_format
+    return torch.channels_last if is_channels_last(x) else torch.contiguous_format
 
 
 class _GlobalAvgPool(torch.autograd.Function):

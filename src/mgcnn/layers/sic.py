@@ -112,11 +112,9 @@ class SiC(nn.Module):
             r_c = self.R_hat(residual(f, self.A, u) if r is None else r)  # (N, c/2, H, W)
             if u_c is None:
                 u_hat = self.coarse(None, r_c)
-            elif fast_paths_enabled():
-                # FAS in channels: f_c - A_c u_c is exactly r_c, so the coarse level starts from it (one conv saved)
-                u_hat = self.coarse(u_c, r_c + self.coarse.A(u_c), r0=r_c)
             else:
-                u_hat = self.coarse(u_c, r_c + self.coarse.A(u_c))
+                # FAS in channels: f_c - A_c u_c is exactly r_c, so the coarse level starts from it (one conv saved)
+                u_hat = self.coarse(u_c, r_c + self.coarse.A(u_c), r0=r_c if fast_paths_enabled() else None)
             if self.prolongation == "fas" and u_c is not None:
                 u_hat = u_hat - u_c
             u, r = add(u, self.P_hat(u_hat)), None  # (N, c, H, W)

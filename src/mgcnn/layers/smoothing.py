@@ -151,14 +151,13 @@ class ResolutionLevel(nn.Module):
         return u, r + self.A(u), r
 
     def forward(self, u: Tensor | None, f: Tensor, *, last: bool = False) -> tuple[Tensor, Tensor | None]:
+        r0 = None  # the residual f - A u of the entry state, when the FAS restriction yields it
         if self.transfer_used:
             if u is None:
                 raise ValueError("a level with a resolution transfer needs the state u of the previous level")
             u, f, r0 = self._restrict(u, f)
-            if fast_paths_enabled() and getattr(self.smoother, "accepts_residual", False):
-                u = self.smoother(u, f, r0=r0)
-            else:
-                u = self.smoother(u, f)
+        if r0 is not None and fast_paths_enabled() and getattr(self.smoother, "accepts_residual", False):
+            u = self.smoother(u, f, r0=r0)
         else:
             u = self.smoother(u, f)
         # The exit data is only needed by a following level; on the last level it would be dead work.

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from ..perf import fast_paths_enabled
-from .common import GroupedConv2d
+from .common import GroupedConv2d, is_channels_last
 
 
 def resolution_transfer(c_in: int, c_out: int) -> nn.Conv2d:
@@ -35,12 +35,6 @@ def resolution_transfer(c_in: int, c_out: int) -> nn.Conv2d:
 def _nhwc(x: Tensor) -> Tensor:
     """``(N, C, H, W) -> (N, H, W, C)`` as a view: contiguous for channels-last tensors, strided otherwise."""
     return x.permute(0, 2, 3, 1)
-
-
-def _is_channels_last(x: Tensor) -> bool:
-    # The weighted sums are laid out for channels-last memory; NCHW models keep the convolution, so that no
-    # layout flip is introduced between layers.
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def _pair_dot(x: Tensor, w: Tensor) -> Tensor:
@@ -117,7 +111,8 @@ class ChannelRestriction(nn.Conv2d):
         super().__init__(c_fine, c_fine // 2, 1, groups=c_fine // 2, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if fast_paths_enabled() and _is_channels_last(x):
+        # the weighted sums are laid out for channels-last memory; NCHW inputs keep the conv (no layout flip)
+        if fast_paths_enabled() and is_channels_last(x):
             return _PairRestrict.apply(x, self.weight)
         return super().forward(x)
 
@@ -134,7 +129,7 @@ class ChannelProlongation(nn.Conv2d):
         super().__init__(c_fine // 2, c_fine, 1, groups=c_fine // 2, bias=False)
 
     def forward(self, u: Tensor) -> Tensor:
-        if fast_paths_enabled() and _is_channels_last(u):
+        if fast_paths_enabled() and is_channels_last(u):  # as in ChannelRestriction
             return _PairProlong.apply(u, self.weight)
         return super().forward(u)
 
