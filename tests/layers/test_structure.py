@@ -176,3 +176,54 @@ def test_mgiad_fas_prolongation_variant():
     for _ in sd.pre:
         u_pre = u_pre + sd.B(f - sd.A(u_pre))
     torch.testing.assert_close(sd(u, f) - sf(u, f), sd.P_hat(sd.Pi_hat(u_pre)), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("share", ["AB", "A"])
+def test_hexu_mgnet_level_is_its_update_rule(share):
+    """He & Xu's MgNet, identity norm/act: u = Pi u0, f = R r0 + A u, nu steps u += B(f - A u), exit r = f - A u."""
+    model = mgcnn.create_model("mgnet_hexu", channels=4, smoothing_steps=(1, 3), share=share, **LINEAR).double()
+    assert model.widths == (4, 4)
+    level = model.levels[1]
+    u0 = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    r0 = torch.randn(2, 4, 8, 8, dtype=torch.float64)  # the exit data of level 1: the plain residual f - A u
+    u, f_next = level(u0, r0)
+
+    A = level.smoother.A.weight
+    Bs = [b.weight for b in level.smoother.B]
+    assert len(Bs) == (1 if share == "AB" else 3)
+    Pi, R = level.Pi[0].weight, level.R[0].weight
+    assert Pi.shape == R.shape == (4, 4, 3, 3)  # fully coupled, not depthwise
+    u_ref = conv(Pi, u0, stride=2)
+    f_ref = conv(R, r0, stride=2) + conv(A, u_ref)
+    for i in range(3):
+        u_ref = u_ref + conv(Bs[i % len(Bs)], f_ref - conv(A, u_ref))
+    torch.testing.assert_close(u, u_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(f_next, f_ref - conv(A, u_ref), rtol=0, atol=1e-12)
+
+
+def test_hexu_mgnet_forward_by_hand_with_norm_and_relu():
+    """The whole network in eval mode against He & Xu's update rules written out with their BN and ReLU."""
+    model = mgcnn.create_model("mgnet_hexu", channels=4, smoothing_steps=(2, 1), in_channels=1).double()
+    for m in model.modules():  # non-trivial BN statistics and affine parameters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    bn = lambda m, t: F.batch_norm(t, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)  # noqa: E731
+
+    f = F.relu(bn(model.stem[1], conv(model.stem[0].weight, x)))
+    u = torch.zeros_like(f)  # u_1 = 0
+    for k, level in enumerate(model.levels):
+        sm = level.smoother
+        if k > 0:  # u = relu(bn(Pi u)), f = relu(bn(R(f - A_old u))) + A u
+            r = f - conv(A_old, u)
+            u = F.relu(bn(level.Pi[1], conv(level.Pi[0].weight, u, stride=2)))
+            f = F.relu(bn(level.R[1], conv(level.R[0].weight, r, stride=2))) + conv(sm.A.weight, u)
+        for i, step in enumerate(sm.steps):  # u <- u + relu(bn(B relu(bn(f - A u))))
+            t = F.relu(bn(step.norm1, f - conv(sm.A.weight, u)))
+            u = u + F.relu(bn(step.norm2, conv(sm.B[i % len(sm.B)].weight, t)))
+        A_old = sm.A.weight
+    logits = F.linear(u.mean((2, 3)), model.fc.weight, model.fc.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), logits, rtol=1e-10, atol=1e-10)

@@ -1,7 +1,9 @@
 """The papers' #weights, row by row (spec architectures.md 4d, poly-mgnet.md 7)."""
 
 import pytest
+import torch
 
+import mgcnn
 from mgcnn import cli
 from mgcnn.models import paper
 from mgcnn.models.counting import round_thousands
@@ -128,3 +130,14 @@ def test_cli_params_check_fails_on_a_real_mismatch(monkeypatch, capsys):
     assert cli.main(["params", "--check"]) == 1
     assert "MISMATCH" in capsys.readouterr().err
     assert cli.main(["params"]) == 0  # without --check the table is only printed
+
+
+@pytest.mark.parametrize("c", [8, 64, 100, 256])
+def test_hexu_mgnet_count_formula(c):
+    """He & Xu's MgNet, 4 levels x 2 steps, shared B^l: 126 c^2 + 83 c + 10 (3 input channels, 10 classes);
+    a new B per step (--wise-B in their code) adds 4 * 9 c^2."""
+    with torch.device("meta"):
+        shared = mgcnn.create_model("mgnet_hexu", channels=c)
+        wise = mgcnn.create_model("mgnet_hexu", channels=c, share="A")
+    assert mgcnn.count_parameters(shared) == 126 * c * c + 83 * c + 10
+    assert mgcnn.count_parameters(wise) - mgcnn.count_parameters(shared) == 36 * c * c

@@ -36,6 +36,10 @@ import mgcnn
     ("resnet20", dict(in_channels=0), r"in_channels=0 is invalid"),
     ("mgnet", dict(norm_layer="layernorm"), r"norm_layer='layernorm' is not supported"),
     ("mgiad", dict(prolongation="cubic"), r"prolongation='cubic' is not supported"),
+    ("mgnet_hexu", dict(smoothing_steps=2), r"smoothing_steps=2 is invalid for mgnet_hexu; pass one entry per level"),
+    ("mgnet_hexu", dict(smoothing_steps=(2, 0)), r"smoothing_steps\[1\]=0 is invalid"),
+    ("mgnet_hexu", dict(channels=0), r"channels=0 is invalid"),
+    ("mgnet_hexu", dict(share="B"), r"share='B' is not supported"),
 ])
 def test_bad_configuration_raises_value_error(name, kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -28,12 +28,15 @@ Two fast paths compute the same maths with less work (``mgcnn.perf.reference_mod
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from torch import Tensor, nn
 
 from ..perf import fast_paths_enabled
 from .common import GroupedConv2d, LayerFactory, conv3x3, make_act
-from .transfer import resolution_transfer
+from .transfer import full_transfer, resolution_transfer
+
+TRANSFERS = ("depthwise", "full")
 
 
 def residual(f: Tensor, A: nn.Module, u: Tensor | None) -> Tensor:
@@ -121,18 +124,44 @@ class ResolutionLevel(nn.Module):
     The transfers Pi/R from the previous level are created on *every* level. On level 1 they are never applied,
     exactly as in the released MgNet/Poly-MgNet code, whose weight counts (and so the papers' tables) include
     them (spec architectures.md 3a). ``transfer_used`` says whether forward uses them.
+
+    ``transfer`` selects the transfer pair:
+
+    - ``"depthwise"`` (the MGiaD/Poly-MgNet variant): Pi, R are depthwise 3x3 stride-2 convs without norm or
+      activation, and the exit data is ``act(f - A u)``;
+    - ``"full"`` (He & Xu's original MgNet): Pi, R are fully coupled 3x3 stride-2 convs, each followed by norm and
+      activation, and the exit data is the plain residual ``f - A u``, so that the next level computes
+      ``u = act(norm(Pi u))``, ``f = act(norm(R(f - A u))) + A_new u``.
     """
 
     def __init__(
-        self, c_in: int | None, channels: int, smoother: nn.Module, *, transfer_used: bool, act_layer: LayerFactory
+        self,
+        c_in: int | None,
+        channels: int,
+        smoother: nn.Module,
+        *,
+        transfer_used: bool,
+        act_layer: LayerFactory,
+        transfer: Literal["depthwise", "full"] = "depthwise",
+        norm_layer: LayerFactory | None = None,
     ):
         super().__init__()
         if transfer_used and c_in is None:
             raise ValueError("a level whose transfer is used needs the input width c_in")
-        self.Pi = None if c_in is None else resolution_transfer(c_in, channels)
-        self.R = None if c_in is None else resolution_transfer(c_in, channels)
+        if transfer not in TRANSFERS:
+            raise ValueError(f"transfer={transfer!r} is not supported; use one of {TRANSFERS}")
+        if transfer == "full" and norm_layer is None:
+            raise ValueError("transfer='full' needs norm_layer (Pi and R are followed by norm and activation)")
+        if c_in is None:
+            self.Pi = self.R = None
+        elif transfer == "depthwise":
+            self.Pi, self.R = resolution_transfer(c_in, channels), resolution_transfer(c_in, channels)
+        else:
+            self.Pi = full_transfer(c_in, channels, norm_layer, act_layer)
+            self.R = full_transfer(c_in, channels, norm_layer, act_layer)
         self.smoother = smoother
-        self.exit_act = make_act(act_layer)
+        self.exit_act = make_act(act_layer) if transfer == "depthwise" else nn.Identity()
+        self.transfer = transfer
         self.transfer_used = transfer_used
 
     @property

@@ -3,6 +3,8 @@
 Resolution transfers follow the MgNet code used by the MGiaD and Poly-MgNet authors (spec architectures.md 3a):
 Pi and R are learnable 3x3 stride-2 convolutions with ``groups = c_in`` ("learnable depthwise pooling operators",
 MGiaD paper Sec. IV-B), i.e. depthwise with channel multiplier ``c_out / c_in``: 9 * c_out weights each.
+He & Xu's original MgNet uses fully coupled 3x3 stride-2 convolutions followed by norm and activation instead
+(:func:`full_transfer`).
 
 In-channel transfers (MGiaD paper eqs. 8, 9, 11) halve or double the channel count by mixing channel *pairs*:
 coarse channel j is a learned combination of fine channels (2j, 2j+1). This is a 1x1 convolution with
@@ -22,7 +24,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from ..perf import fast_paths_enabled
-from .common import GroupedConv2d, is_channels_last
+from .common import GroupedConv2d, LayerFactory, is_channels_last, make_act
 
 
 def resolution_transfer(c_in: int, c_out: int) -> nn.Conv2d:
@@ -30,6 +32,16 @@ def resolution_transfer(c_in: int, c_out: int) -> nn.Conv2d:
     if c_out % c_in != 0:
         raise ValueError(f"resolution transfer {c_in}->{c_out}: the output width must be a multiple of {c_in}")
     return GroupedConv2d(c_in, c_out, 3, stride=2, padding=1, groups=c_in, bias=False)
+
+
+def full_transfer(c_in: int, c_out: int, norm_layer: LayerFactory, act_layer: LayerFactory) -> nn.Sequential:
+    """Pi or R of He & Xu's original MgNet: ``act(norm(conv3x3_stride2(x)))`` with a fully coupled 3x3 conv.
+
+    He & Xu (2019), Sec. 3 and their released ``MgNet_Code``: ``u <- act(norm(Pi u))`` and
+    ``f <- act(norm(R (f - A u))) + A_new u``; 9 c_in c_out weights plus the norm's.
+    """
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), norm_layer(c_out),
+                         make_act(act_layer))
 
 
 def _nhwc(x: Tensor) -> Tensor:

@@ -13,12 +13,16 @@ Layout of the variant used (and counted) by the MGiaD and Poly-MgNet papers: van
 ``share="AB"`` shares A_l and B_l across the nu steps (MgNet^{A,B}); ``share="A"`` gives each step its own B
 (MgNet^{A}). ``group_size`` makes A and B grouped convolutions (the grouped MgNet of Table VI).
 
+:func:`mgnet_hexu` is He & Xu's own MgNet (one width on all levels, fully coupled Pi/R with norm and activation,
+``f_l = act(norm(R(f - A u))) + A_l u_l``), with the configurations of their released code as presets.
+
 :class:`MultigridNet` is the skeleton shared with MGiaD and Poly-MgNet: they differ only in the smoother.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from torch import Tensor, nn
 
@@ -47,6 +51,8 @@ class MultigridNet(ImageClassifier):
         smoothers: one smoother per level; each has ``.A`` and ``forward(u, f) -> u``.
         level1_transfer: create the level-1 Pi/R pair that the reference code creates but never applies.
             The papers' weight counts include it (18 c_1 weights); ``False`` drops it.
+        transfer: ``"depthwise"`` (the MGiaD/Poly-MgNet variant) or ``"full"`` (He & Xu's original MgNet); see
+            :class:`mgcnn.layers.ResolutionLevel`.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class MultigridNet(ImageClassifier):
         norm_layer: LayerFactory,
         act_layer: LayerFactory,
         level1_transfer: bool = True,
+        transfer: Literal["depthwise", "full"] = "depthwise",
     ):
         super().__init__()
         check_positive_int("num_classes", num_classes)
@@ -71,7 +78,8 @@ class MultigridNet(ImageClassifier):
         for i, (c_in, c, smoother) in enumerate(zip(level_inputs(widths), widths, smoothers, strict=True)):
             if i == 0 and not level1_transfer:
                 c_in = None
-            levels.append(ResolutionLevel(c_in, c, smoother, transfer_used=i > 0, act_layer=act_layer))
+            levels.append(ResolutionLevel(c_in, c, smoother, transfer_used=i > 0, act_layer=act_layer,
+                                          transfer=transfer, norm_layer=norm_layer))
         self.levels = nn.ModuleList(levels)
         self.num_features = widths[-1]
         self.fc = nn.Linear(widths[-1], num_classes)
@@ -153,6 +161,49 @@ def mgnet(
                         act_layer=act, level1_transfer=level1_transfer)
 
 
+@register_model("mgnet")
+def mgnet_hexu(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    channels: int = 256,
+    smoothing_steps: Sequence[int] = (2, 2, 2, 2),
+    share: str = "AB",
+    norm_layer: str | LayerFactory = "batchnorm",
+    act_layer: str | LayerFactory = "relu",
+) -> MultigridNet:
+    """MgNet as He & Xu (2019) define it: one width on every level, full 3x3 Pi and R with norm and activation.
+
+    The FAS transfer of their Algorithm 2 (and of their released ``MgNet_Code``) with the nonlinearities they use:
+
+        u_l = act(norm(Pi u_{l-1})),   f_l = act(norm(R(f_{l-1} - A_{l-1} u_{l-1}))) + A_l u_l
+
+    and on every level ``nu_l`` steps ``u <- u + act(norm(B act(norm(f - A u))))`` starting from ``u_1 = 0``.
+    Unlike :func:`mgnet` (the MGiaD/Poly-MgNet authors' variant) the width is the same on all levels, Pi and R are
+    fully coupled convolutions (9 c^2 weights each), there is no level-1 transfer pair, and the exit data is the
+    plain residual. With ``smoothing_steps=(2, 2, 2, 2)`` and B shared per level the model has
+    ``126 c^2 + 83 c + 10`` weights for 3 input channels and 10 classes: 521,418 at c = 64 and 8,278,794 at
+    c = 256, the counts of the released code.
+
+    Args:
+        channels: the one width c of u and f on every level (the released code's ``num_channel_u = num_channel_f``).
+        smoothing_steps: nu per level; its length is the number of levels (released default ``2,2,2,2``).
+        share: ``"AB"``: one B per level shared by its steps (the released default, B^l); ``"A"``: a new B per step
+            (the released ``--wise-B`` option, B^{l,i}).
+    """
+    c = check_positive_int("channels", channels)
+    if isinstance(smoothing_steps, int) or not smoothing_steps:
+        raise ValueError(f"smoothing_steps={smoothing_steps!r} is invalid for mgnet_hexu; pass one entry per level, "
+                         f"e.g. (2, 2, 2, 2) for 4 levels")
+    steps = [check_positive_int(f"smoothing_steps[{i}]", s) for i, s in enumerate(smoothing_steps)]
+    if share not in ("AB", "A"):
+        raise ValueError(f"share={share!r} is not supported; use 'AB' (one B per level) or 'A' (a new B per step)")
+    norm, act = get_norm_layer(norm_layer), get_act_layer(act_layer)
+    smoothers = [MgSmoother(c, s, share=share, norm_layer=norm, act_layer=act) for s in steps]
+    return MultigridNet([c] * len(steps), smoothers, num_classes=num_classes, in_channels=in_channels,
+                        norm_layer=norm, act_layer=act, level1_transfer=False, transfer="full")
+
+
 # Presets: the MgNet rows of the MGiaD paper (Tables I-VI) and the scaled widths of the Poly-MgNet comparison.
 register_preset("mgnet_ab_l3", "mgnet", "MgNet^{A,B}, 3 levels [16,32,64], nu=3 (ResNet20 analogue)", levels=3)
 register_preset("mgnet_a_l3", "mgnet", "MgNet^{A}, 3 levels [16,32,64], nu=3", levels=3, share="A")
@@ -165,3 +216,9 @@ for _w in (22, 45, 90, 180):
     _ws = (_w, 2 * _w, 4 * _w, 4 * _w)
     register_preset(f"mgnet_ab_w{_w}", "mgnet", f"MgNet^{{A,B}} at widths {list(_ws)}", widths=_ws)
     register_preset(f"mgnet_a_w{_w}", "mgnet", f"MgNet^{{A}} at widths {list(_ws)}", widths=_ws, share="A")
+
+# He & Xu's released configurations (MgNet[2,2,2,2]-c-B^l and the --wise-B variant of their README's results table)
+register_preset("mgnet_hexu_c64", "mgnet_hexu", "He & Xu's MgNet, c=64 on 4 levels x 2 steps, B^l", channels=64)
+register_preset("mgnet_hexu_c256", "mgnet_hexu", "He & Xu's MgNet, c=256 on 4 levels x 2 steps, B^l", channels=256)
+register_preset("mgnet_hexu_c256_wise_b", "mgnet_hexu", "He & Xu's MgNet, c=256 on 4 levels x 2 steps, B^{l,i}",
+                channels=256, share="A")

@@ -1,7 +1,8 @@
 """The papers' tables as data: every row's configuration, reported #weights and accuracies.
 
 Sources: the MGiaD paper (shared/papers/mgiad-paper.txt, Tables I-IX) and, for Poly-MgNet, whose tables were not
-available, the code-faithful counts of spec poly-mgnet.md 7. Rows whose printed count cannot be reproduced by any
+available, the code-faithful counts of spec poly-mgnet.md 7; for He & Xu's original MgNet, the counts of their released
+code. Rows whose printed count cannot be reproduced by any
 consistent convention carry ``known_error`` with the reason (spec architectures.md 2, 4d, 4f, 5); they are listed,
 not forced to match.
 
@@ -199,7 +200,18 @@ POLY_ROWS: list[PaperRow] = [
     _s("MgNet^{A} [180,360,720,720]", "mgnet_a_w180", 32_431_510),
 ]
 
-ALL_ROWS: list[PaperRow] = MGIAD_ROWS + POLY_ROWS
+def _hx(label: str, model: str, exact: int) -> PaperRow:
+    return PaperRow("MgNet_Code (He & Xu)", "code", label, model, _C10, round_thousands(exact), reported_exact=exact,
+                    note="count of He & Xu's released MgNet code (CIFAR-10 head)")
+
+
+# He & Xu's original MgNet: the counts their released code logs (4 levels x 2 steps, shared B^l).
+HEXU_ROWS: list[PaperRow] = [
+    _hx("MgNet[2,2,2,2]-64-B^l", "mgnet_hexu_c64", 521_418),
+    _hx("MgNet[2,2,2,2]-256-B^l", "mgnet_hexu_c256", 8_278_794),
+]
+
+ALL_ROWS: list[PaperRow] = MGIAD_ROWS + POLY_ROWS + HEXU_ROWS
 
 
 def rows_for_model(name: str) -> list[PaperRow]:
