@@ -227,3 +227,19 @@ def test_hexu_mgnet_forward_by_hand_with_norm_and_relu():
     logits = F.linear(u.mean((2, 3)), model.fc.weight, model.fc.bias)
     with torch.no_grad():
         torch.testing.assert_close(model(x), logits, rtol=1e-10, atol=1e-10)
+
+
+def test_poly_outside_once_applies_norm_and_act_once_after_the_level():
+    """placement='outside-once' (the released q_4 file): u + c per block, act(norm(u)) once after the loop."""
+    model = mgcnn.create_model("poly_mgnet", widths=(4,), degree=4, placement="outside-once").double().eval()
+    sm = model.levels[0].smoother
+    assert [b.placement for b in sm.blocks] == ["plain", "outside"]
+    u0 = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    f = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    A = lambda x: conv(sm.A.weight, x)  # noqa: E731
+    u = u0
+    for b in sm.blocks:  # residual type "regular": r = act(norm1(f - A u)); double block: c = alpha A r
+        u = u + b.alpha * A(b.act1(b.norm1(f - A(u))))
+    u = sm.blocks[-1].act2(sm.blocks[-1].norm2(u))
+    with torch.no_grad():
+        torch.testing.assert_close(sm(u0, f), u, rtol=1e-12, atol=1e-12)

@@ -40,6 +40,9 @@ import mgcnn
     ("mgnet_hexu", dict(smoothing_steps=(2, 0)), r"smoothing_steps\[1\]=0 is invalid"),
     ("mgnet_hexu", dict(channels=0), r"channels=0 is invalid"),
     ("mgnet_hexu", dict(share="B"), r"share='B' is not supported"),
+    ("resnet18", dict(stem="vit"), r"stem='vit' is not supported; use one of \('cifar', 'cifar_pool', 'imagenet'\)"),
+    ("mgic", dict(stem="vit"), r"stem='vit' is not supported"),
+    ("poly_mgnet_q6", dict(placement="outside-twice"), r"placement='outside-twice' is not supported"),
 ])
 def test_bad_configuration_raises_value_error(name, kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

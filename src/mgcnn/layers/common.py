@@ -136,11 +136,31 @@ def conv1x1(c_in: int, c_out: int, *, stride: int = 1, groups: int = 1) -> nn.Co
     return nn.Conv2d(c_in, c_out, 1, stride=stride, groups=groups, bias=False)
 
 
-class Stem(nn.Sequential):
-    """3x3 conv -> norm -> act: the CIFAR-style stem of every family (MGiaD paper, Sec. IV-B)."""
+STEMS = ("cifar", "cifar_pool", "imagenet")
 
-    def __init__(self, in_channels: int, out_channels: int, norm_layer: LayerFactory, act_layer: LayerFactory):
-        super().__init__(conv3x3(in_channels, out_channels), norm_layer(out_channels), make_act(act_layer))
+
+class Stem(nn.Sequential):
+    """conv -> norm -> act (-> max-pool): the network's first layer.
+
+    - ``"cifar"``: 3x3 stride-1 conv, no pooling; the stem of every family in the MGiaD paper (Sec. IV-B).
+    - ``"cifar_pool"``: the same conv followed by a 3x3 stride-2 max-pool (the ResNet18 of the Poly-MgNet code:
+      torchvision's network with only the first conv replaced).
+    - ``"imagenet"``: 7x7 stride-2 conv and the 3x3 stride-2 max-pool (He et al. 2016; the MGIC driver's stem).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, norm_layer: LayerFactory, act_layer: LayerFactory,
+                 kind: str = "cifar"):
+        if kind not in STEMS:
+            raise ValueError(f"stem={kind!r} is not supported; use one of {STEMS}")
+        if kind == "imagenet":
+            conv = nn.Conv2d(in_channels, out_channels, 7, stride=2, padding=3, bias=False)
+        else:
+            conv = conv3x3(in_channels, out_channels)
+        layers = [conv, norm_layer(out_channels), make_act(act_layer)]
+        if kind != "cifar":
+            layers.append(nn.MaxPool2d(3, stride=2, padding=1))
+        super().__init__(*layers)
+        self.kind = kind
 
 
 def check_positive_int(name: str, value: object) -> int:

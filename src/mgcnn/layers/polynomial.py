@@ -29,6 +29,16 @@ Placement of norm/activation (spec poly-mgnet.md 3). The residual is ``r = f - A
 | ``norelu``           | norm(u + c)                 |             |
 | ``plain``            | u + c                       |             |
 
+``outside`` follows the released q_2 file (``mgnet_poly.py``): act(norm(.)) after *every* block. The released
+files of the higher degrees apply it once per level instead: with their ``outside`` linear type, each double
+block adds its correction plainly and ``act(norm(u))`` follows the loop (``mgnet_poly_quad_real.py``, q_4), and
+the quadratic block of q_6/q_8 is the level's last block, so its ``outside`` placement is already "once after the
+loop". ``placement="outside-once"`` of :class:`PolySmoother` gives that form for linear and double blocks: every
+block but the last uses ``plain``, the last ``outside`` (the released code still creates the unused blocks' norm
+layers; we do not, so such a model has fewer weights than the released one). The default of every degree is the
+released training scripts' (``outside`` per block for q_2, ``regular`` doubles and an ``outside`` quadratic block
+for q_4, q_6, q_8), so ``outside-once`` is an option, never a default.
+
 With ``regular`` a norm layer follows a scalar multiple, so the magnitude of a linear block's alpha has no effect
 (BN(alpha x) = sign(alpha) BN(x)); ``outside`` is where the root matters.
 """
@@ -51,6 +61,8 @@ COMPLEX_ROOT_MODES = ("learnable", "real")
 
 # Placements whose activation is applied once per level, after the last block.
 _LEVEL_ACT = ("relu-outside", "relu-outside-nobn")
+# Placements a PolySmoother accepts for its linear and double blocks: the block placements, plus "outside-once".
+SMOOTHER_PLACEMENTS = (*PLACEMENTS, "outside-once")
 
 
 class PolyBlock(nn.Module):
@@ -217,25 +229,43 @@ _BLOCKS = {"linear": LinearBlock, "double": DoubleBlock, "quadratic": QuadraticB
 def xavier_roots(
     kinds: list[str], channels: int, generator: torch.Generator | None = None, *, complex_pairs: bool = True
 ) -> list[complex]:
-    """Random initial roots following the released code's "Xavier" rule (spec poly-mgnet.md 6).
+    """Random initial roots following the released Poly-MgNet code's "Xavier" rule, block by block.
 
-    Roots are drawn from U(-beta, beta), beta = sqrt(6 / (c + c)). Linear and double blocks of one level share one
-    draw (as in the code); each quadratic block draws its own a and b (b = 0 without ``complex_pairs``). Draws are kept at least beta/10 away from 0
-    because the coefficient is 1/root and the uniform law puts mass arbitrarily close to 0.
+    The released code draws values ``v ~ U(-beta, beta)``, ``beta = sqrt(6 / (c + c))`` (c = the level's width),
+    and initialises every block's scalar coefficient as ``1 / v`` (sign included, no clamping):
+
+    - linear block: ``alpha = 1/v``, so the root is ``v`` itself;
+    - double block: ``alpha = 1/v`` (not ``1/v^2``): the roots are ``+-sqrt(v)``, a real pair for v > 0 and an
+      imaginary pair for v < 0;
+    - quadratic block: ``a = |1/v| = 1/|v|`` (so ``a >= 1/beta``, and the applied coefficients ``2a/(a^2+b^2)``
+      and ``1/(a^2+b^2)`` start at ``2|v|`` and ``v^2``, bounded by ``2 beta`` and ``beta^2``). The released code
+      keeps ``b = 0``; with ``complex_pairs`` (a learnable imaginary part, which must start away from the
+      stationary point b = 0) b is drawn by the same law as a, ``b = 1/|v'|`` with an independent ``v'``.
+
+    Which draw each block gets also follows the code: a level without a quadratic block (q_2, q_4) draws one v
+    shared by all its blocks; a level with one (q_6, q_8) draws one v per block, and block i uses draw 0 if it is
+    the first, draw n-1 if it is the last and draw 1 otherwise (so q_8's two middle double blocks start equal,
+    as in the code). Each level draws anew.
     """
     beta = math.sqrt(6.0 / (2 * channels))
 
     def draw() -> float:
-        v = (torch.rand((), generator=generator, device="cpu").item() * 2 - 1) * beta
-        return math.copysign(max(abs(v), beta / 10), v if v != 0 else 1.0)
+        while True:  # U(-beta, beta); an exact 0 (coefficient 1/0) is redrawn
+            v = (torch.rand((), generator=generator, device="cpu", dtype=torch.float64).item() * 2 - 1) * beta
+            if v != 0.0:
+                return v
 
-    shared = draw()
+    n = len(kinds)
+    draws = [draw() for _ in range(n if "quadratic" in kinds else 1)]
     out: list[complex] = []
-    for kind in kinds:
-        if kind == "quadratic":
-            out.append(complex(draw(), abs(draw()) if complex_pairs else 0.0))
+    for i, kind in enumerate(kinds):
+        v = draws[0 if (i == 0 or len(draws) == 1) else (-1 if i == n - 1 else 1)]
+        if kind == "linear":
+            out.append(complex(v))
+        elif kind == "double":
+            out.append(complex(v) ** 0.5)  # alpha = 1/rho^2 = 1/v
         else:
-            out.append(complex(shared))
+            out.append(complex(1.0 / abs(v), 1.0 / abs(draw()) if complex_pairs else 0.0))
     return out
 
 
@@ -261,14 +291,20 @@ class PolySmoother(nn.Module):
     ):
         super().__init__()
         self.A = conv3x3(channels, channels, groups=groups)
+        if placement not in SMOOTHER_PLACEMENTS:
+            raise ValueError(f"placement={placement!r} is not supported; use one of {SMOOTHER_PLACEMENTS}")
         blocks = []
-        for kind, root in zip(kinds, roots, strict=True):
+        n = len(kinds)
+        for i, (kind, root) in enumerate(zip(kinds, roots, strict=True)):
             common = dict(residual_type=residual_type, norm_layer=norm_layer, act_layer=act_layer)
+            p = placement
+            if placement == "outside-once":  # u + c per block; act(norm(.)) once, after the level's last block
+                p = "outside" if i == n - 1 else "plain"
             if kind == "quadratic":
                 blocks.append(QuadraticBlock(channels, root, placement=quad_placement, complex_root=complex_root,
                                              **common))
             elif kind in _BLOCKS:
-                blocks.append(_BLOCKS[kind](channels, root, placement=placement, **common))
+                blocks.append(_BLOCKS[kind](channels, root, placement=p, **common))
             else:
                 raise ValueError(f"block kind {kind!r} is not supported; use one of {BLOCK_KINDS}")
         self.blocks = nn.ModuleList(blocks)

@@ -134,6 +134,11 @@ def mgnet(
 ) -> MultigridNet:
     """MgNet (He & Xu 2019) as used in the MGiaD/Poly-MgNet papers: shared A (and B) per level, FAS transfer.
 
+    This is the MGiaD/Poly-MgNet authors' variant, not He & Xu's own network (:func:`mgnet_hexu`): the widths
+    double across levels, Pi and R are depthwise 3x3 convolutions without norm or activation, the exit data is
+    ``act(f - A u)``, and a level-1 Pi/R pair is created but never applied. It computes the same function as the
+    MGiaD/Poly-MgNet authors' released code.
+
     Args:
         widths: level widths; default [64, 128, 256, 256] (``levels=4``) or [16, 32, 64] (``levels=3``).
         smoothing_steps: nu per level (int or one per level); default 2 on 4 levels, 3 on 3 levels.

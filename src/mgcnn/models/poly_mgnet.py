@@ -12,9 +12,12 @@ superscript of Poly-MgNet^{q_d} is the degree d of the level's residual polynomi
 | 6      | double, double, quadratic          | as q_4, quadratic block ``outside``                  |
 | 8      | double, double, double, quadratic  | as q_6                                               |
 
-Coefficient initialisation: ``init="xavier"`` (the released code's random roots, spec poly-mgnet.md 6) or explicit
-``roots``. The quadratic block's root z = a + ib has learnable a *and* b (``complex_root="learnable"``); the released
-code keeps b = 0, available as ``complex_root="real"``.
+Coefficient initialisation: ``init="xavier"`` (the released code's random coefficients, block by block:
+:func:`mgcnn.layers.polynomial.xavier_roots`), ``init="spectrum"`` (roots chosen from the spectrum of each level's A)
+or explicit ``roots``. The quadratic block's root z = a + ib has learnable a *and* b (``complex_root="learnable"``,
+our default; b then starts at a draw of the same law as a, since b = 0 is a stationary point); the released code
+keeps b = 0, available as ``complex_root="real"``, which reproduces the released initial coefficients exactly in
+distribution.
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ def poly_mgnet(
         blocks: explicit block kinds per level (``"linear"``, ``"double"``, ``"quadratic"``) instead of ``degree``.
         channel_scale: multiplies all widths (the paper's sqrt(2), sqrt(8) scalings); widths are truncated to int.
         residual: ``"regular"``, ``"bn_only"`` or ``"plain"`` (default per degree, see module docstring).
-        placement: norm/act placement of linear and double blocks (default per degree).
+        placement: norm/act placement of linear and double blocks (default per degree); ``"outside-once"`` applies
+            act(norm(.)) once after the level's last block, as the released q_4 file's ``outside`` type does.
         quad_placement: placement of the complex quadratic block.
         complex_root: ``"learnable"`` (a and b trained) or ``"real"`` (b fixed at 0, as in the released code).
         init: ``"xavier"`` random roots, ``"roots"`` with ``roots`` given, or ``"spectrum"``: roots chosen from the

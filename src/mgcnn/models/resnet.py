@@ -3,6 +3,8 @@
 He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016.
 - ``resnet18``: the CIFAR variant (3x3 stride-1 stem, no max-pool), stages [64,128,256,512] x 2 BasicBlocks,
   1x1 projection shortcuts ("option B") where the shape changes. 11,173,962 weights for 10 classes.
+  ``resnet18_pool`` keeps torchvision's max-pool after the 3x3 stem, as the Poly-MgNet code does (same weights,
+  a quarter of the spatial positions from stage 1 on).
 - ``resnet20``: the CIFAR ResNet of Sec. 4.2, stages [16,32,64] x 3 BasicBlocks, parameter-free shortcuts
   ("option A": subsample and zero-pad channels). 269,722 weights for 10 classes.
 Counts as in spec architectures.md 2.
@@ -25,7 +27,7 @@ from ..layers.common import (
     subsample_pad,
 )
 from ._base import ImageClassifier, stage_stack
-from ._registry import register_model
+from ._registry import register_model, register_preset
 
 
 class BasicBlock(nn.Module):
@@ -76,6 +78,7 @@ class CifarResNet(ImageClassifier):
         in_channels: int,
         norm_layer: LayerFactory,
         act_layer: LayerFactory,
+        stem: str = "cifar",
     ):
         super().__init__()
         check_positive_int("num_classes", num_classes)
@@ -84,7 +87,7 @@ class CifarResNet(ImageClassifier):
             raise ValueError(f"shortcut={shortcut!r} is not supported; use 'A' (zero-pad) or 'B' (1x1 projection)")
         self.num_classes = num_classes
         self.in_channels = in_channels
-        self.stem = Stem(in_channels, widths[0], norm_layer, act_layer)
+        self.stem = Stem(in_channels, widths[0], norm_layer, act_layer, kind=stem)
         self.stages, c_in = stage_stack(
             widths, blocks, lambda ci, co, stride: BasicBlock(ci, co, stride, shortcut, norm_layer, act_layer))
         self.num_features = c_in
@@ -102,12 +105,23 @@ def resnet18(
     in_channels: int = 3,
     widths: Sequence[int] = (64, 128, 256, 512),
     blocks: Sequence[int] = (2, 2, 2, 2),
+    stem: str = "cifar",
     norm_layer: str | LayerFactory = "batchnorm",
     act_layer: str | LayerFactory = "relu",
 ) -> CifarResNet:
-    """ResNet18, CIFAR variant (3x3 stem, 1x1 projection shortcuts)."""
+    """ResNet18, CIFAR variant (3x3 stem, 1x1 projection shortcuts).
+
+    Args:
+        stem: ``"cifar"`` (3x3 stride-1 conv, no pooling; the MGiaD paper's ResNet18), ``"cifar_pool"`` (the same
+            conv followed by torchvision's 3x3 stride-2 max-pool: the ResNet18 the Poly-MgNet code trains, preset
+            ``resnet18_pool``) or ``"imagenet"`` (torchvision's 7x7 stride-2 conv and max-pool).
+    """
     return CifarResNet(widths, blocks, shortcut="B", num_classes=num_classes, in_channels=in_channels,
-                       norm_layer=get_norm_layer(norm_layer), act_layer=get_act_layer(act_layer))
+                       norm_layer=get_norm_layer(norm_layer), act_layer=get_act_layer(act_layer), stem=stem)
+
+
+register_preset("resnet18_pool", "resnet18",
+                "ResNet18 as the Poly-MgNet code trains it: 3x3 stride-1 stem, max-pool kept", stem="cifar_pool")
 
 
 @register_model("resnet")
