@@ -12,11 +12,28 @@ def _fmt_k(n: int) -> str:
     return f"{n:,}k"
 
 
+_ROMAN = {str(i): r for i, r in enumerate(("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X"), start=1)}
+
+
+def _table_name(name: str) -> str:
+    """``--table`` as the rows name it: ``4`` or ``iv`` -> ``IV``; an unknown table is an error listing them all."""
+    from .models.paper import ALL_ROWS
+
+    tables = list(dict.fromkeys(r.table for r in ALL_ROWS))
+    key = _ROMAN.get(name.strip(), name.strip())
+    for t in tables:
+        if t.lower() == key.lower():
+            return t
+    raise ValueError(f"--table {name!r} does not exist; tables: {', '.join(tables)} "
+                     f"(MGiaD Tables I-IX, '7' = Poly-MgNet code counts, 'code' = He & Xu's released MgNet)")
+
+
 def cmd_params(args: argparse.Namespace) -> int:
     """Print every paper-table row: the paper's #weights beside ours, and whether they match."""
     from .models.paper import check_rows
 
-    checks = [c for c in check_rows() if args.table is None or c.row.table == args.table]
+    table = _table_name(args.table) if args.table is not None else None
+    checks = [c for c in check_rows() if table is None or c.row.table == table]
     header = ("table", "row", "model", "dataset", "paper", "ours", "ours (exact)", "other rule", "status")
     rows = []
     for c in checks:
@@ -54,16 +71,31 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """List registered models (and presets) with their parameter counts."""
+    """List registered models (and presets) with their parameter counts for one input configuration."""
     import torch
 
+    from .data.registry import get_dataset_spec
     from .models import count_parameters, create_model, list_models, model_info
 
-    for name in list_models(args.pattern):
-        info = model_info(name)
+    names = list_models(args.pattern)
+    if not names:
+        families = sorted({model_info(n).family for n in list_models()})
+        raise ValueError(f"no registered model matches {args.pattern!r}; families: {', '.join(families)}. "
+                         f"Try `mgcnn models 'mgiad*'`, or `mgcnn models` for all {len(list_models())} names")
+    spec = get_dataset_spec(args.dataset) if args.dataset else None
+    in_ch, classes = (spec.in_channels, spec.num_classes) if spec else (3, 10)
+    where = f"{args.dataset}: {in_ch} input channel(s), {classes} classes" if spec else \
+        "3 input channels, 10 classes (CIFAR-10); --dataset counts for another dataset"
+    print(f"weights for {where}; 'no head' leaves out the classifier (the papers' FashionMNIST convention)")
+    rows = [("name", "family", "weights", "no head", "description")]
+    for name in names:
         with torch.device("meta"):
-            n = count_parameters(create_model(name))
-        print(f"{name:<28} {info.family:<11} {n:>12,}  {info.description}")
+            model = create_model(name, num_classes=classes, in_channels=in_ch)
+        rows.append((name, model_info(name).family, f"{count_parameters(model):,}",
+                     f"{count_parameters(model, include_head=False):,}", model_info(name).description))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}  {r[4]}".rstrip())
     return 0
 
 
@@ -85,12 +117,13 @@ _TRAIN_FLAGS = ("model", "dataset", "data_dir", "epochs", "seed", "out", "train_
 
 
 def build_train_config(args: argparse.Namespace):
-    """Recipe (or the built-in default), then --config, then --resume's saved config, then flags, then --set."""
-    from .train.config import TrainConfig, load_yaml, recipe
+    """Defaults < --recipe < --config (its fields layered over the recipe) < flags < --set; --resume takes the
+    run's saved config instead of defaults, recipe and file."""
+    from .train.config import TrainConfig, load_yaml, read_yaml_fields, recipe
 
     cfg = recipe(args.recipe) if args.recipe else TrainConfig()
     if args.config:
-        cfg = load_yaml(args.config)
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), **read_yaml_fields(args.config)})
     if args.resume:
         cfg = load_yaml(f"{args.resume}/config.yaml")
         cfg.out = args.resume
@@ -117,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     cfg = build_train_config(args)
-    result = train(cfg, resume=bool(args.resume), overwrite=args.overwrite)
+    result = train(cfg, resume=bool(args.resume), overwrite=args.overwrite, progress_every=args.progress_every)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"final test accuracy: {result.test_acc:.2f}% (best {result.best_test_acc:.2f}%, train "
               f"{result.train_acc:.2f}%) after {result.epochs} epochs, {result.seconds:.0f} s of training; "
@@ -138,6 +171,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+SMOOTHING_FACTOR_TEXT = (
+    "Smoothing factor: the largest factor by which one pass of the level's smoother can multiply an error component. "
+    "With norm and activation taken as identities the smoother is linear, e <- E e, and local Fourier analysis on "
+    "the periodic grid gives E's eigenvalues; the factor is the largest |eigenvalue|: prod_i (I - B_i A) over the "
+    "steps for MgNet, (I - B^ A^)^(eta_pre + eta_post) on each channel level of MGiaD's SiC, and max |q(lambda)| "
+    "over A's spectrum for Poly-MgNet's residual polynomial q. Below 1 every component is damped; at random "
+    "initialisation values above 1 are usual."
+)
+
+
 def cmd_spectrum(args: argparse.Namespace) -> int:
     """Spectra of every level operator: eigenvalues (.npz), a summary table, and plots."""
     import json
@@ -147,8 +190,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 
     from .analysis import model_spectra
     from .analysis.plots import plot_q_surface, plot_spectrum
-    from .analysis.roots import smoothing_factor
-    from .analysis.spectrum import spectrum_summary
+    from .analysis.spectrum import model_smoothing_factors, spectrum_summary
     from .models import create_model
 
     if bool(args.model) == bool(args.checkpoint):
@@ -175,13 +217,14 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     spectra = model_spectra(model, args.grid)
+    factors = model_smoothing_factors(model, args.grid)
     np.savez(out / "eigenvalues.npz", **{k.replace(".", "_"): v.numpy() for k, v in spectra.items()})
     rows = []
     for name, eigs in spectra.items():
         row = {"operator": name, **spectrum_summary(eigs)}
         level = model.levels[int(name.split(".")[0].removeprefix("level")) - 1]
         roots = level.smoother.roots() if hasattr(level.smoother, "roots") else None
-        row["smoothing_factor"] = smoothing_factor(roots, eigs) if roots is not None else None
+        row["smoothing_factor"] = factors.get(name)
         rows.append(row)
         if not args.no_plots:
             plot_spectrum(eigs, out / f"spectrum_{name.replace('.', '_')}.png", roots=roots, title=f"{label}: {name}")
@@ -195,7 +238,8 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
         lines.append(f"| {r['operator']} | {r['n']} | {r['spectral_radius']:.4f} | {r['min_real']:.4f} | "
                      f"{r['max_real']:.4f} | {r['max_imag']:.4f} | {sf} |")
     table = "\n".join(lines)
-    (out / "summary.md").write_text(f"Spectra of {label}, periodic grid {args.grid or 'per level'}\n\n{table}\n")
+    (out / "summary.md").write_text(f"Spectra of {label}, periodic grid {args.grid or 'per level'}\n\n{table}\n\n"
+                                    f"{SMOOTHING_FACTOR_TEXT}\n")
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
     print(table)
     print(f"wrote {out}/eigenvalues.npz, summary.md, summary.json" + ("" if args.no_plots else " and plots"))
@@ -251,45 +295,80 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``mgcnn train``, grouped, each with one line of help and its built-in default."""
+    from .data.registry import DATASETS
+    from .train.config import AMP_MODES, RECIPES, TrainConfig
+
+    d = TrainConfig()
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help=f"registered model name, see `mgcnn models` (default: {d.model})")
+    g.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                   help="model keyword argument, e.g. group_size=4 (repeatable)")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=sorted(DATASETS), help=f"(default: {d.dataset})")
+    g.add_argument("--data-dir", help="folder holding fashion-mnist/, cifar10/, cifar100/ (default: $MGCNN_DATA, "
+                                      "~/.cache/mgcnn, /usr/share/datasets)")
+    g.add_argument("--download", action="store_true", default=None,
+                   help="fetch missing files from the official URLs and verify them")
+    g.add_argument("--train-subset", type=int, metavar="N", help="train on N images of a fixed shuffle (default: all)")
+    g.add_argument("--test-subset", type=int, metavar="N", help="evaluate on the first N test images (default: all)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="a paper's training recipe (epochs, lr, schedule, ...); default: the short CPU recipe")
+    g.add_argument("--config", metavar="FILE", help="YAML file of mgcnn.train.TrainConfig fields")
+    g.add_argument("--epochs", type=int, help=f"(default: {d.epochs})")
+    g.add_argument("--batch-size", type=int, help=f"global batch size, split over processes (default: {d.batch_size})")
+    g.add_argument("--lr", type=float, help=f"peak learning rate (default: {d.lr}, schedule {d.schedule})")
+    g.add_argument("--seed", type=int, help=f"seed of weights, data order and augmentation (default: {d.seed})")
+    g.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="any config field, e.g. label_smoothing=0.1 or model_kwargs.group_size=4 (repeatable)")
+
+    g = p.add_argument_group("run directory")
+    g.add_argument("--out", metavar="DIR", help="run directory (default: runs/<model>-<dataset>-s<seed>)")
+    g.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="replace a run already in the run directory")
+    g.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                   help="when output is not a terminal (log files), print a progress line this often; 0: never "
+                        "(default: 30)")
+
+    g = p.add_argument_group("speed and devices")
+    g.add_argument("--device", help=f"auto, cpu, cuda, cuda:1, ... (default: {d.device}: cuda if available)")
+    g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"channels-last memory layout (default: {d.channels_last})")
+    g.add_argument("--amp", choices=AMP_MODES, help=f"mixed precision (default: {d.amp})")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"torch.compile the model (default: {d.compile})")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"deterministic kernels: bitwise-equal reruns, slower (default: {d.deterministic})")
+    g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"synchronised BatchNorm across GPUs under torchrun (default: {d.sync_bn})")
+
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgcnn", description="Multigrid-inspired CNNs: build, count, train, analyse.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("params", help="paper #weights vs ours for every paper-table row")
     p.add_argument("--check", action="store_true", help="exit non-zero on any mismatch that is not a known paper error")
-    p.add_argument("--table", default=None, help="only this table (e.g. II)")
+    p.add_argument("--table", default=None, help="only this table: II or 2, ..., '7' (Poly-MgNet), 'code' (He & Xu)")
     p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("models", help="list registered models and presets")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'mgiad*'")
+    p.add_argument("--dataset", help="count for this dataset's input channels and classes (default: CIFAR-10's)")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("train", help="train a model (default: MGiaD c_K=16 g_s=8 on FashionMNIST, short recipe)")
-    p.add_argument("--config", help="YAML config file (fields of mgcnn.train.TrainConfig)")
-    p.add_argument("--recipe", help="named recipe: mgiad, mgiad-fmnist, poly-mgnet, short")
-    p.add_argument("--model", help="registered model name (mgcnn models)")
-    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model keyword argument (repeatable)")
-    p.add_argument("--dataset", choices=["cifar10", "cifar100", "fashion-mnist"])
-    p.add_argument("--data-dir", help="root that holds fashion-mnist/, cifar10/, cifar100/")
-    p.add_argument("--download", action="store_true", default=None, help="fetch missing files from the official URLs")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="global batch size")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--out", help="run directory")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in the run directory")
-    p.add_argument("--train-subset", type=int, metavar="N", help="train on N images only")
-    p.add_argument("--test-subset", type=int, metavar="N", help="evaluate on the first N test images only")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--amp", choices=["off", "bf16", "fp16"])
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                   help="set any config field, e.g. --set label_smoothing=0.1 or --set model_kwargs.group_size=4")
+    p = sub.add_parser(
+        "train", help="train a model (default: MGiaD c_K=16 g_s=8 on FashionMNIST, short recipe)",
+        description="Train a model. Settings are layered: the built-in defaults (the short CPU recipe), then "
+                    "--recipe, then --config, then the flags below and --set. Defaults shown are the built-in ones.",
+    )
+    _train_arguments(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("spectrum", help="eigenvalues of every level operator A, a summary table and plots")
@@ -357,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from .data import DatasetCorruptError, DatasetNotFoundError, DownloadError
     from .perf import tune_allocator
-    from .train import CheckpointError, RunDirectoryError, TrainingDivergedError
+    from .train import CheckpointError, RunDirectoryError, TrainingDivergedError, TrainingInterrupted
 
     if not getattr(args, "default_malloc", False):  # `mgcnn bench --default-malloc` measures glibc's default
         tune_allocator()  # before the first large tensor; see mgcnn.perf
@@ -374,6 +453,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDivergedError as e:
         print(f"mgcnn {args.command}: training diverged: {e}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt as e:  # Ctrl-C: one line saying what is kept and how to go on, no traceback
+        if args.command == "sweep":
+            msg = ("interrupted (Ctrl-C). Finished runs and the last epoch checkpoint of each started run are kept; "
+                   "run the same command again to skip the finished runs and resume the others")
+        elif isinstance(e, TrainingInterrupted):
+            msg = str(e)
+        else:
+            msg = "interrupted (Ctrl-C)"
+        print(f"\nmgcnn {args.command}: {msg}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

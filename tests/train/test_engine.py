@@ -46,7 +46,7 @@ def test_run_directory_contents(data_root, tmp_path):
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2]
     assert set(lines[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
-                             "images_per_sec"}
+                             "images_per_sec", "images"}
     result = json.loads((run / "result.json").read_text())
     for key in ("model", "dataset", "params", "epochs", "train_acc", "test_acc", "best_test_acc"):
         assert key in result
@@ -210,3 +210,96 @@ def test_cli_train_eval_and_overrides(data_root, tmp_path, capsys):
     assert "test accuracy" in capsys.readouterr().out
     assert cli.main(["train", "--set", "nonsense=1"]) == 2
     assert "unknown config field(s) ['nonsense']" in capsys.readouterr().err
+
+
+def test_images_per_sec_is_total_images_over_total_time(data_root, tmp_path):
+    train(tiny(data_root, tmp_path / "run", epochs=3), progress=False, log=lambda s: None)
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert all(m["images"] == 48 for m in metrics)  # 60 images in the tiny archive: 3 full batches of 16
+    expected = sum(m["images"] for m in metrics) / sum(m["seconds"] for m in metrics)
+    assert result["images_per_sec"] == pytest.approx(expected, rel=1e-9)
+    assert result["seconds"] == pytest.approx(sum(m["seconds"] for m in metrics), rel=1e-9)
+
+
+def test_progress_lines_when_output_is_not_a_terminal(data_root, tmp_path):
+    lines = []
+    train(tiny(data_root, tmp_path / "run"), log=lines.append, progress_every=1e-9)  # pytest's stderr: no TTY
+    steps = [x for x in lines if " step " in x]
+    assert len(steps) == 2 * 3  # every step of both epochs (3 batches of 16), as the interval is ~0
+    assert steps[0].startswith("epoch 1/2 step 1/3") and steps[-1].startswith("epoch 2/2 step 3/3")
+    for x in steps:
+        assert "loss " in x and " acc " in x and "lr " in x and "run ETA " in x
+    lines.clear()
+    train(tiny(data_root, tmp_path / "quiet"), log=lines.append, progress_every=0)
+    assert not [x for x in lines if " step " in x]
+
+
+def test_progress_bar_shows_running_loss_lr_and_run_eta():
+    from mgcnn.train.engine import Progress
+
+    class Tty:
+        def __init__(self):
+            self.text = ""
+
+        def isatty(self):
+            return True
+
+        def write(self, s):
+            self.text += s
+
+        def flush(self):
+            pass
+
+    stream = Tty()
+    bar = Progress(range(20), epoch=1, epochs=4, first_epoch=0, eval_seconds=2.0, enabled=True, every=30, say=print,
+                   stream=stream)
+    for step, _ in enumerate(bar):
+        bar.update(step + 1, torch.tensor([0.5 * (step + 1), 0.25 * (step + 1), step + 1.0]), 0.05)
+    bar.close()
+    assert bar.bar is not None and not bar.plain
+    assert bar.bar.postfix.startswith("loss 0.5000 acc 25.00% lr 0.05 run ETA ")  # shown at tqdm's next redraw
+    assert 0 < bar.eta(10) < float("inf")
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(data_root, tmp_path, monkeypatch, capsys):
+    from mgcnn.train import TrainingInterrupted, engine
+
+    real_evaluate, calls = engine.evaluate, []
+
+    def evaluate(*args, **kwargs):  # Ctrl-C in epoch 2, after its training steps, before its checkpoint
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", evaluate)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny(data_root, run), progress=False, log=lambda s: None)
+    assert info.value.epochs_done == 1 and f"--resume {run}" in str(info.value)
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
+
+    calls.clear()
+    args = ["train", "--data-dir", str(data_root), "--out", str(tmp_path / "cli"), "--dataset", "cifar10", "--model",
+            "mgiad", "--model-arg", "widths=[8, 16]", "--model-arg", "coarse_channels=4", "--model-arg",
+            "group_size=2", "--batch-size", "16", "--epochs", "2", "--threads", "1"]
+    assert cli.main(args) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert err[0].startswith("mgcnn train: interrupted during epoch 2/2") and f"--resume {tmp_path / 'cli'}" in err[0]
+    monkeypatch.setattr(engine, "evaluate", real_evaluate)
+    assert cli.main(["train", "--resume", str(tmp_path / "cli")]) == 0
+    assert json.loads((tmp_path / "cli" / "result.json").read_text())["epochs"] == 2
+
+
+def test_ctrl_c_before_the_first_epoch_says_there_is_nothing_to_resume(data_root, tmp_path, monkeypatch):
+    from mgcnn.train import TrainingInterrupted, engine
+
+    def evaluate(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "evaluate", evaluate)
+    with pytest.raises(TrainingInterrupted, match="before the first epoch finished; nothing to resume"):
+        train(tiny(data_root, tmp_path / "run"), progress=False, log=lambda s: None)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

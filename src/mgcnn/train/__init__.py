@@ -2,7 +2,15 @@
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import RECIPES, TrainConfig, load_yaml, recipe, save_yaml
-from .engine import RunDirectoryError, RunResult, TrainingDivergedError, evaluate_checkpoint, lr_factor, train
+from .engine import (
+    RunDirectoryError,
+    RunResult,
+    TrainingDivergedError,
+    TrainingInterrupted,
+    evaluate_checkpoint,
+    lr_factor,
+    train,
+)
 
 __all__ = [
     "RECIPES",
@@ -11,6 +19,7 @@ __all__ = [
     "RunResult",
     "TrainConfig",
     "TrainingDivergedError",
+    "TrainingInterrupted",
     "evaluate_checkpoint",
     "load_checkpoint",
     "load_yaml",

@@ -93,14 +93,19 @@ def save_yaml(cfg: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def load_yaml(path: str | Path) -> TrainConfig:
+def read_yaml_fields(path: str | Path) -> dict[str, Any]:
+    """The mapping of config fields in a YAML file (not yet checked against :class:`TrainConfig`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config file must hold a mapping of fields, got {type(data).__name__}")
-    return TrainConfig.from_dict(data)
+    return data
+
+
+def load_yaml(path: str | Path) -> TrainConfig:
+    return TrainConfig.from_dict(read_yaml_fields(path))
 
 
 # The papers' recipes. Model and dataset are chosen separately; a recipe fixes the optimisation.

@@ -53,6 +53,21 @@ class RunDirectoryError(RuntimeError):
     """The run directory holds another run and neither resume nor overwrite was asked for."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training. The checkpoint of the last finished epoch, if any, is kept (it is written
+    atomically at every epoch's end); the unfinished epoch is dropped, because a half epoch cannot be resumed exactly.
+    """
+
+    def __init__(self, run_dir: Path, epochs_done: int, epochs: int):
+        self.run_dir, self.epochs_done, self.epochs = run_dir, epochs_done, epochs
+        if epochs_done:
+            msg = (f"interrupted during epoch {epochs_done + 1}/{epochs}; the checkpoint after epoch {epochs_done} in "
+                   f"{run_dir} is kept. Continue with: mgcnn train --resume {run_dir}")
+        else:
+            msg = f"interrupted before the first epoch finished; nothing to resume in {run_dir}: start the run again"
+        super().__init__(msg)
+
+
 @dataclass
 class RunResult:
     run_dir: str
@@ -202,6 +217,80 @@ def evaluate(model: nn.Module, loader: DeviceLoader, autocast, distributed: bool
     return loss_sum / max(n, 1), 100.0 * correct / max(n, 1)
 
 
+def _run_images(history: list[dict[str, Any]]) -> float:
+    """Training images processed over the run (histories from before the ``images`` field: rate x time)."""
+    return sum(h.get("images", h["images_per_sec"] * h["seconds"]) for h in history)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
+
+
+class Progress:
+    """Progress of one epoch: a tqdm bar on a terminal, plain lines every ``every`` seconds otherwise.
+
+    Both show the running loss and accuracy of the epoch, the learning rate and the estimated time left for the
+    whole run (from this epoch's speed, plus the evaluation time of the epochs so far). Plain lines are for log files
+    (Slurm, ``nohup``), where a bar redrawn in place shows nothing for minutes.
+    """
+
+    def __init__(self, loader, *, epoch: int, epochs: int, first_epoch: int, eval_seconds: float,
+                 enabled: bool, every: float, say: Callable[[str], None], stream=None):
+        self.loader, self.epoch, self.epochs = loader, epoch, epochs
+        self.first_epoch, self.eval_seconds = first_epoch, eval_seconds
+        self.every, self.say, self.steps = every, say, len(loader)
+        self.t0 = self.last = time.perf_counter()
+        stream = sys.stderr if stream is None else stream
+        self.bar = None
+        self.plain = False
+        if enabled:
+            if stream.isatty():
+                from tqdm import tqdm
+
+                self.bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
+                                file=stream)
+            else:
+                self.plain = every > 0
+
+    def __iter__(self):
+        return iter(self.bar if self.bar is not None else self.loader)
+
+    def eta(self, step: int) -> float:
+        """Seconds left in the run: the rest of this epoch and the remaining epochs at this epoch's speed."""
+        per_step = (time.perf_counter() - self.t0) / max(step, 1)
+        epochs_left = self.epochs - self.epoch - 1
+        eval_per_epoch = self.eval_seconds / max(self.epoch - self.first_epoch, 1)
+        return per_step * ((self.steps - step) + epochs_left * self.steps) + eval_per_epoch * (epochs_left + 1)
+
+    def update(self, step: int, sums: torch.Tensor, lr: float) -> None:
+        """Called after ``step`` (1-based) steps with the epoch's (loss sum, correct, count) so far.
+
+        The running means are read (a device sync) only when they are shown: every 10 steps on a bar, every
+        ``every`` seconds as a line.
+        """
+        if self.bar is not None:
+            if step % 10 == 0 or step == self.steps:
+                loss, acc = self._means(sums)
+                self.bar.set_postfix_str(f"loss {loss:.4f} acc {acc:5.2f}% lr {lr:.3g} run ETA "
+                                         f"{_duration(self.eta(step))}", refresh=False)
+        elif self.plain and time.perf_counter() - self.last >= self.every:
+            self.last = time.perf_counter()
+            loss, acc = self._means(sums)
+            self.say(f"epoch {self.epoch + 1}/{self.epochs} step {step}/{self.steps}  loss {loss:.4f} acc "
+                     f"{acc:5.2f}%  lr {lr:.4g}  run ETA {_duration(self.eta(step))}")
+
+    @staticmethod
+    def _means(sums: torch.Tensor) -> tuple[float, float]:
+        loss_sum, correct, n = sums.tolist()
+        return loss_sum / max(n, 1), 100.0 * correct / max(n, 1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 # ------------------------------------------------------------------------------------------------------- train
 def train(
     config: TrainConfig,
@@ -210,6 +299,7 @@ def train(
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
     progress: bool = True,
+    progress_every: float = 30.0,
     stop_after: int | None = None,
 ) -> RunResult | None:
     """Train ``config.model`` on ``config.dataset`` and return the final metrics.
@@ -217,8 +307,12 @@ def train(
     The run directory (``config.out``) receives ``config.yaml``, ``env.json``, ``metrics.jsonl`` (one line per
     epoch), ``checkpoint.pt`` (every epoch, atomically) and ``result.json`` (when finished).
 
+    ``progress`` shows a bar with the running loss, lr and the run's ETA on a terminal; when stderr is not a
+    terminal (log files), the same as a plain line every ``progress_every`` seconds (0: none).
+
     ``stop_after=N`` ends this call after N more epochs, leaving a resumable run (as a preempted job would), and
-    returns None unless the run finished.
+    returns None unless the run finished. Ctrl-C raises :class:`TrainingInterrupted` (a ``KeyboardInterrupt``)
+    naming the kept checkpoint and the command that continues the run.
     """
     cfg = config.validate()
     tune_allocator()
@@ -323,63 +417,68 @@ def train(
         steps_per_epoch = len(train_loader)
         total_seconds = sum(h["seconds"] for h in history)
         end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
-        for epoch in range(start_epoch, end_epoch):
-            train_model.train()
-            train_loader.set_epoch(epoch)
-            sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
-            t0 = time.perf_counter()
-            bar = train_loader
-            if progress and is_main:
-                from tqdm import tqdm
-
-                bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None,
-                           dynamic_ncols=True)
-            for step, (x, y) in enumerate(bar):
-                lr = cfg.lr * lr_factor(cfg, epoch + step / steps_per_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with autocast():
-                    logits = train_model(x)  # (b, num_classes)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                if not torch.isfinite(loss):
-                    kept = (f"The last good checkpoint ({ckpt_path}, after epoch {history[-1]['epoch']}) is kept."
-                            if history else "No epoch had finished, so there is no checkpoint.")
-                    raise TrainingDivergedError(
-                        f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr {lr:.4g}); training "
-                        f"stopped. {kept} Try a lower --lr, --amp off, or a different seed."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                sums[0] += loss.detach().double() * len(y)
-                sums[1] += (logits.argmax(1) == y).sum()
-                sums[2] += len(y)
-            loss_sum, correct, n = _reduce(sums, distributed).tolist()
-            seconds = time.perf_counter() - t0
-            if distributed:  # one set of BN statistics for all ranks, then evaluate outside DDP (no collectives
-                for b in model.buffers():  # per forward, so ranks may hold different numbers of test batches)
-                    dist.broadcast(b, 0)
-            test_loss, test_acc = evaluate(model, test_loader, autocast, distributed)
-            best = max(best, test_acc)
-            total_seconds += seconds
-            history.append({
-                "epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": 100.0 * correct / n,
-                "test_loss": test_loss, "test_acc": test_acc, "lr": lr, "seconds": seconds,
-                "images_per_sec": n / seconds,
-            })
-            if is_main:
-                save_checkpoint(ckpt_path, {
-                    "format": 1, "epoch": epoch + 1, "model": strip_prefixes(model.state_dict()),
-                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                    "scheduler": {"schedule": cfg.schedule, "progress_epochs": epoch + 1},
-                    "rng": rng_state(), "config": cfg.to_dict(), "history": history, "best_test_acc": best,
+        eval_seconds, saved_epoch = 0.0, start_epoch  # saved_epoch: the epoch of the checkpoint on disk
+        try:
+            for epoch in range(start_epoch, end_epoch):
+                train_model.train()
+                train_loader.set_epoch(epoch)
+                sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
+                t0 = time.perf_counter()
+                bar = Progress(train_loader, epoch=epoch, epochs=cfg.epochs, first_epoch=start_epoch,
+                               eval_seconds=eval_seconds, enabled=progress and is_main, every=progress_every, say=say)
+                for step, (x, y) in enumerate(bar):
+                    lr = cfg.lr * lr_factor(cfg, epoch + step / steps_per_epoch)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    with autocast():
+                        logits = train_model(x)  # (b, num_classes)
+                        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                    if not torch.isfinite(loss):
+                        kept = (f"The last good checkpoint ({ckpt_path}, after epoch {history[-1]['epoch']}) is kept."
+                                if history else "No epoch had finished, so there is no checkpoint.")
+                        raise TrainingDivergedError(
+                            f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr {lr:.4g}); training "
+                            f"stopped. {kept} Try a lower --lr, --amp off, or a different seed."
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    sums[0] += loss.detach().double() * len(y)
+                    sums[1] += (logits.argmax(1) == y).sum()
+                    sums[2] += len(y)
+                    bar.update(step + 1, sums, lr)
+                bar.close()
+                loss_sum, correct, n = _reduce(sums, distributed).tolist()
+                seconds = time.perf_counter() - t0
+                if distributed:  # one set of BN statistics for all ranks, then evaluate outside DDP (no collectives
+                    for b in model.buffers():  # per forward, so ranks may hold different numbers of test batches)
+                        dist.broadcast(b, 0)
+                t_eval = time.perf_counter()
+                test_loss, test_acc = evaluate(model, test_loader, autocast, distributed)
+                eval_seconds += time.perf_counter() - t_eval
+                best = max(best, test_acc)
+                total_seconds += seconds
+                history.append({
+                    "epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": 100.0 * correct / n,
+                    "test_loss": test_loss, "test_acc": test_acc, "lr": lr, "seconds": seconds,
+                    "images_per_sec": n / seconds, "images": int(n),
                 })
-                atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-            h = history[-1]
-            say(f"epoch {h['epoch']:>3}/{cfg.epochs}  train loss {h['train_loss']:.4f} acc {h['train_acc']:6.2f}%  "
-                f"test loss {h['test_loss']:.4f} acc {h['test_acc']:6.2f}%  lr {lr:.4g}  {seconds:6.1f}s  "
-                f"{h['images_per_sec']:7.0f} img/s")
+                if is_main:
+                    save_checkpoint(ckpt_path, {
+                        "format": 1, "epoch": epoch + 1, "model": strip_prefixes(model.state_dict()),
+                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                        "scheduler": {"schedule": cfg.schedule, "progress_epochs": epoch + 1},
+                        "rng": rng_state(), "config": cfg.to_dict(), "history": history, "best_test_acc": best,
+                    })
+                    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+                saved_epoch = epoch + 1
+                h = history[-1]
+                say(f"epoch {h['epoch']:>3}/{cfg.epochs}  train loss {h['train_loss']:.4f} acc {h['train_acc']:6.2f}%  "
+                    f"test loss {h['test_loss']:.4f} acc {h['test_acc']:6.2f}%  lr {lr:.4g}  {seconds:6.1f}s  "
+                    f"{h['images_per_sec']:7.0f} img/s")
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(run_dir, saved_epoch, cfg.epochs) from None
 
         if len(history) < cfg.epochs:
             say(f"stopped after epoch {len(history)}/{cfg.epochs}; continue with --resume {run_dir}")
@@ -392,7 +491,7 @@ def train(
             run_dir=str(run_dir), model=cfg.model, dataset=cfg.dataset, params=params, params_no_head=params_no_head,
             epochs=len(history), epochs_planned=cfg.epochs, train_loss=last["train_loss"],
             train_acc=last["train_acc"], test_loss=last["test_loss"], test_acc=last["test_acc"], best_test_acc=best,
-            seconds=total_seconds, images_per_sec=sum(h["images_per_sec"] for h in history) / len(history),
+            seconds=total_seconds, images_per_sec=_run_images(history) / max(total_seconds, 1e-12),
             world_size=world_size, seed=cfg.seed,
         )
         if is_main:
