@@ -138,3 +138,45 @@ def test_spectrum_cli_writes_npz_summary_and_plots(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| level1 | 144 |" in out
     assert cli.main(["spectrum", "--out", str(tmp_path)]) == 2
+
+
+def _periodic_matrix(conv, c, n):
+    """Dense matrix of a stride-1 conv with *periodic* padding on a c x n x n grid (column j = A(e_j))."""
+    eye = torch.eye(c * n * n, dtype=torch.float64).reshape(-1, c, n, n)
+    p = conv.kernel_size[0] // 2
+    with torch.no_grad():
+        out = F.conv2d(F.pad(eye, (p, p, p, p), mode="circular"), conv.weight.double(), groups=conv.groups)
+    return out.reshape(c * n * n, -1).T
+
+
+@pytest.mark.parametrize("groups,steps", [(1, 1), (1, 3), (2, 2)])
+def test_iteration_smoothing_factor_is_the_spectral_radius_of_the_error_propagation(groups, steps):
+    from mgcnn.analysis import iteration_smoothing_factor
+
+    c, n = 4, 5
+    torch.manual_seed(groups + steps)
+    A = torch.nn.Conv2d(c, c, 3, padding=1, groups=groups, bias=False)
+    Bs = [torch.nn.Conv2d(c, c, 3, padding=1, groups=groups, bias=False) for _ in range(steps)]
+    MA = _periodic_matrix(A, c, n)
+    E = torch.eye(c * n * n, dtype=torch.float64)
+    for B in Bs:
+        E = (torch.eye(c * n * n, dtype=torch.float64) - _periodic_matrix(B, c, n) @ MA) @ E
+    expected = torch.linalg.eigvals(E).abs().max().item()
+    assert iteration_smoothing_factor(A, Bs, n) == pytest.approx(expected, rel=1e-9)
+
+
+def test_every_multigrid_family_has_a_smoothing_factor_per_operator():
+    from mgcnn.analysis import model_smoothing_factors, model_spectra, smoothing_factor
+
+    for name, kw in [("mgiad", dict(widths=(8, 16), coarse_channels=4, group_size=2)),
+                     ("mgnet", dict(widths=(4, 8), share="A")), ("poly_mgnet", dict(widths=(4, 8), degree=6)),
+                     ("mgnet_hexu", dict(channels=4, smoothing_steps=(1, 2)))]:
+        model = mgcnn.create_model(name, **kw)
+        factors = model_smoothing_factors(model, grid=4)
+        spectra = model_spectra(model, grid=4)
+        assert factors.keys() == spectra.keys(), name
+        assert all(v > 0 for v in factors.values())
+    poly = mgcnn.create_model("poly_mgnet", widths=(4, 8))
+    sm = poly.levels[0].smoother
+    assert model_smoothing_factors(poly, grid=4)["level1"] == pytest.approx(
+        smoothing_factor(sm.roots(), model_spectra(poly, grid=4)["level1"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -32,51 +33,84 @@ def _plane(eigs: Tensor, roots: Tensor | None, n: int = 300, margin: float = 0.2
     return xx, yy
 
 
-def plot_spectrum(eigs: Tensor, path: str | Path, *, roots: Tensor | None = None, title: str = "") -> Path:
-    """Eigenvalues in the complex plane; with ``roots``, contours of |q(lambda)| and the roots marked."""
+def _wrap(title: str, width: int) -> str:
+    """Wrap each line of a title so that long checkpoint paths stay inside the figure."""
+    return "\n".join(textwrap.fill(line, width, break_long_words=True) for line in title.split("\n"))
+
+
+# Above this many eigenvalues single markers merge into a solid area: draw their density instead.
+DENSITY_ABOVE = 3000
+
+
+def spectrum_figure(eigs: Tensor, *, roots: Tensor | None = None, title: str = ""):
+    """The figure of :func:`plot_spectrum` (not saved; the caller closes it)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = plt.subplots(figsize=(5.5, 5.2))
     e = eigs.numpy()
+    if e.size > DENSITY_ABOVE:  # a log-density of the eigenvalues: structure stays visible at 65,536 points
+        hb = ax.hexbin(e.real, e.imag, gridsize=70, bins="log", mincnt=1, cmap="Greys", linewidths=0, zorder=1)
+        fig.colorbar(hb, ax=ax, shrink=0.8, pad=0.02).set_label("eigenvalues per cell", fontsize=8)
+        ax.plot([], [], "s", c="0.4", ms=5, label=f"eigenvalues ({e.size:,}, density)")
+    else:
+        ax.scatter(e.real, e.imag, s=3, c="k", alpha=0.45, lw=0, label=f"eigenvalues ({e.size:,})", zorder=2)
     if roots is not None:
         xx, yy = _plane(eigs, roots)
         q = residual_polynomial(roots, torch.from_numpy(xx + 1j * yy)).abs().numpy()
         levels = [0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0]
-        cs = ax.contour(xx, yy, q, levels=levels, cmap="viridis", linewidths=0.9)
+        cs = ax.contour(xx, yy, q, levels=levels, cmap="plasma", linewidths=1.3, zorder=3)
         ax.clabel(cs, fontsize=7, fmt="%.2g")
         r = roots.numpy()
-        ax.scatter(r.real, r.imag, marker="x", s=60, c="crimson", label="roots of q", zorder=3)
+        ax.scatter(r.real, r.imag, marker="x", s=60, c="crimson", label="roots of q", zorder=4)
         sf = residual_polynomial(roots, eigs).abs().max().item()
         title = f"{title}\nsmoothing factor max|q(λ)| = {sf:.3f}"
-    ax.scatter(e.real, e.imag, s=2, c="k", alpha=0.35, label=f"eigenvalues ({e.size})", zorder=2)
     ax.axhline(0, c="0.7", lw=0.5)
     ax.axvline(0, c="0.7", lw=0.5)
     ax.set_xlabel("Re λ")
     ax.set_ylabel("Im λ")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_wrap(title, 60), fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     ax.set_aspect("equal", adjustable="datalim")
     fig.tight_layout()
+    return fig
+
+
+def plot_spectrum(eigs: Tensor, path: str | Path, *, roots: Tensor | None = None, title: str = "") -> Path:
+    """Eigenvalues in the complex plane (their density when there are many); with ``roots``, contours of
+    |q(lambda)| and the roots marked."""
+    fig = spectrum_figure(eigs, roots=roots, title=title)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _plt().close(fig)
     return Path(path)
 
 
-def plot_q_surface(eigs: Tensor, roots: Tensor, path: str | Path, *, title: str = "", clip: float = 3.0) -> Path:
-    """A Figure-3 style surface of |q| over the complex plane, with the spectrum drawn at its |q| height."""
+def q_surface_figure(eigs: Tensor, roots: Tensor, *, title: str = "", clip: float = 3.0):
+    """The figure of :func:`plot_q_surface` (not saved; the caller closes it)."""
     plt = _plt()
     xx, yy = _plane(eigs, roots, n=120)
     q = np.minimum(residual_polynomial(roots, torch.from_numpy(xx + 1j * yy)).abs().numpy(), clip)
-    fig = plt.figure(figsize=(7, 5))
+    fig = plt.figure(figsize=(7, 5.6))
     ax = fig.add_subplot(projection="3d")
     ax.plot_surface(xx, yy, q, cmap="viridis", alpha=0.75, linewidth=0, antialiased=True)
     e = eigs.numpy()
     qe = np.minimum(residual_polynomial(roots, eigs).abs().numpy(), clip)
-    ax.scatter(e.real, e.imag, qe, s=1, c="k", alpha=0.5)
-    ax.set_xlabel("Re λ")
-    ax.set_ylabel("Im λ")
-    ax.set_zlabel(f"|q(λ)| (clipped at {clip:g})")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+    ax.scatter(e.real, e.imag, qe, s=1, c="k", alpha=0.5 if e.size <= DENSITY_ABOVE else 0.1)
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):  # few ticks: crowded tick labels run into the axis labels
+        axis.set_major_locator(MaxNLocator(5))
+    ax.tick_params(labelsize=8)
+    ax.set_xlabel("Re λ", labelpad=10)
+    ax.set_ylabel("Im λ", labelpad=10)
+    ax.set_zlabel(f"|q(λ)| (clipped at {clip:g})", labelpad=12)
+    ax.set_box_aspect(None, zoom=0.85)  # room for the tick and axis labels inside the figure
+    fig.suptitle(_wrap(title, 80), fontsize=9)
+    fig.subplots_adjust(left=0.02, right=0.9, bottom=0.04, top=0.9)
+    return fig
+
+
+def plot_q_surface(eigs: Tensor, roots: Tensor, path: str | Path, *, title: str = "", clip: float = 3.0) -> Path:
+    """A Figure-3 style surface of |q| over the complex plane, with the spectrum drawn at its |q| height."""
+    fig = q_surface_figure(eigs, roots, title=title, clip=clip)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _plt().close(fig)
     return Path(path)

@@ -139,3 +139,63 @@ def spectrum_summary(eigs: Tensor) -> dict[str, float]:
         "max_real": eigs.real.max().item(),
         "max_imag": eigs.imag.max().item(),
     }
+
+
+def _group_symbols(conv: nn.Conv2d, grid: int) -> Tensor:
+    """Symbols of a square stride-1 conv per group: (n, n//2+1, g, c/g, c/g), the diagonal blocks in Fourier space."""
+    if conv.stride != (1, 1) or conv.in_channels != conv.out_channels:
+        raise ValueError(f"{conv} is not a square stride-1 operator")
+    blocks = _split_groups(conv.weight, conv.groups)  # (g, c/g, c/g, k, k)
+    g, c = blocks.shape[:2]
+    sym = conv_symbols(blocks.reshape(g * c, c, *blocks.shape[-2:]), grid, half=True)
+    return sym.reshape(grid, grid // 2 + 1, g, c, c)
+
+
+def iteration_smoothing_factor(A: nn.Conv2d, Bs: list[nn.Conv2d], grid: int) -> float:
+    """Smoothing factor of the linear iteration ``u <- u + B_i (f - A u)``, i = 1..len(Bs), on a periodic grid.
+
+    The error after the steps is ``E e`` with ``E = prod_i (I - B_i A)``; LFA block-diagonalises E like A, and the
+    factor is the largest |eigenvalue| of E over all frequencies (norm and activation taken as identities). For a
+    polynomial smoother this is max |q(lambda)| (:func:`mgcnn.analysis.smoothing_factor`): the same quantity.
+    A, B must share their groups (true for MgNet's and MGiaD's smoothers).
+    """
+    if any(B.groups != A.groups for B in Bs):
+        raise ValueError("A and every B must have the same groups")
+    a = _group_symbols(A, grid)  # (n, m, g, c, c)
+    eye = torch.eye(a.shape[-1], dtype=a.dtype)
+    E = eye.expand_as(a).clone()
+    for B in Bs:
+        E = (eye - _group_symbols(B, grid) @ a) @ E
+    return _batched(torch.linalg.eigvals, E).abs().max().item()
+
+
+def model_smoothing_factors(model: nn.Module, grid: int | None = None) -> dict[str, float]:
+    """Smoothing factor of every smoother in a multigrid model, keyed like :func:`model_spectra`.
+
+    MgNet: ``prod_i (I - B_i A)`` over the level's steps; MGiaD: ``(I - B^ A^)^(eta_pre + eta_post)`` on every
+    channel level of SiC; Poly-MgNet: ``max |q(lambda)|`` over the level's spectrum (see
+    :func:`iteration_smoothing_factor`). ``grid=None``: each level's own resolution for 32 x 32 inputs.
+    """
+    from ..layers.polynomial import PolySmoother
+    from ..layers.sic import SiC
+    from ..layers.smoothing import MgSmoother
+    from .roots import smoothing_factor
+
+    out: dict[str, float] = {}
+    for i, level in enumerate(model.levels):
+        n = grid or max(32 >> i, 2)
+        sm = level.smoother
+        if isinstance(sm, PolySmoother):
+            out[f"level{i + 1}"] = smoothing_factor(sm.roots(), operator_eigenvalues(sm.A, n))
+        elif isinstance(sm, MgSmoother):
+            out[f"level{i + 1}"] = iteration_smoothing_factor(sm.A, [sm.B[k % len(sm.B)] for k in range(len(sm.steps))],
+                                                              n)
+        elif isinstance(sm, SiC):
+            node, k = sm, 1
+            while True:
+                steps = len(node.pre) + len(node.post)
+                out[f"level{i + 1}.channel{k}"] = iteration_smoothing_factor(node.A, [node.B] * steps, n)
+                if node.is_coarsest:
+                    break
+                node, k = node.coarse, k + 1
+    return out
