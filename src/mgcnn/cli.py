@@ -60,7 +60,8 @@ def cmd_params(args: argparse.Namespace) -> int:
     print(
         f"\n{len(checks)} rows: {sum(c.matches for c in checks)} match, {len(errors)} documented paper errors, "
         f"{len(mismatches)} mismatches. Counting rule: trainable parameters rounded half-up to thousands; "
-        "FashionMNIST rows use a 1-channel stem and leave out the classifier (spec architectures.md 5)."
+        "FashionMNIST rows use a 1-channel stem and leave out the classifier. Conventions, layouts and every paper error: "
+        "docs/weight-counts.md."
     )
     if args.check and mismatches:
         for c in mismatches:

@@ -1,12 +1,12 @@
 """The papers' tables as data: every row's configuration, reported #weights and accuracies.
 
 Sources: the MGiaD paper (shared/papers/mgiad-paper.txt, Tables I-IX) and, for Poly-MgNet, whose tables were not
-available, the code-faithful counts of spec poly-mgnet.md 7; for He & Xu's original MgNet, the counts of their released
+available, the counts of the authors' released code; for He & Xu's original MgNet, the counts of their released
 code. Rows whose printed count cannot be reproduced by any
-consistent convention carry ``known_error`` with the reason (spec architectures.md 2, 4d, 4f, 5); they are listed,
+consistent convention carry ``known_error`` with the reason (docs/weight-counts.md, "Paper errors"); they are listed,
 not forced to match.
 
-Counting rule per dataset (spec architectures.md 5): CIFAR rows count the classifier; FashionMNIST rows use a
+Counting rule per dataset (docs/weight-counts.md, "Counting rule"): CIFAR rows count the classifier; FashionMNIST rows use a
 1-channel stem and do not count the classifier.
 """
 
@@ -32,7 +32,7 @@ class PaperRow:
     """One row of a paper table.
 
     ``reported_k`` is the printed #weights in thousands; ``reported_exact`` the exact count where the source gives
-    one (spec-computed rows). Accuracies are percentages (None where the source has none).
+    one (rows counted from released code). Accuracies are percentages (None where the source has none).
     """
 
     source: str
@@ -68,7 +68,7 @@ def _m(table, label, model, dataset, k, test=None, std=None, train=None, **kw) -
 _C10, _C100, _FM = "cifar10", "cifar100", "fashion-mnist"
 _TYPO_VII = "Table VII prints 533k and the accuracies of the g_s=4, lambda=2 row (95.02/96.32): a copy error"
 _ROW_586 = ("70 weights past the rounding edge; no monotone-in-g_s architecture fits both this row and the "
-            "g_s=8 row (spec architectures.md 4f): a reporting inconsistency")
+            "g_s=8 row (docs/weight-counts.md): a reporting inconsistency")
 
 MGIAD_ROWS: list[PaperRow] = [
     # Table I: baselines on CIFAR-10
@@ -103,7 +103,7 @@ MGIAD_ROWS: list[PaperRow] = [
     # Table III: FashionMNIST, 4 levels
     _m("III", "ResNet18", "resnet18", _FM, 11003, 93.84, 0.17, 100.0,
        known_error="unexplained: no natural variant fits (1-ch stem gives 11,168k without, 11,173k with the head; "
-                   "-170k to any natural variant, spec architectures.md 2)"),
+                   "-170k to any natural variant, docs/weight-counts.md)"),
     _m("III", "MgNet (4 levels)", "mgnet_ab", _FM, 2747, 93.84, 0.16, 100.0),
     _m("III", "c_K=64 g_s=4", "mgiad_c64_g4", _FM, 389, 93.45, 0.12, 100.0),
     _m("III", "c_K=64 g_s=8", "mgiad_c64_g8", _FM, 454, 93.50, 0.30, 100.0),
@@ -111,7 +111,7 @@ MGIAD_ROWS: list[PaperRow] = [
     _m("III", "c_K=32 g_s=4", "mgiad_c32_g4", _FM, 189, 93.32, 0.06, 100.0),
     _m("III", "c_K=32 g_s=32 (printed)", "mgiad_c32_g16", _FM, 437, 93.71, 0.49, 100.0,
        note="printed as g_s=32, which would have 769k weights; the count is the g_s=16 model",
-       known_error="ours 437,696 -> 438k: 196 weights past the rounding edge (spec architectures.md 4f)"),
+       known_error="ours 437,696 -> 438k: 196 weights past the rounding edge (docs/weight-counts.md)"),
     _m("III", "c_K=16 g_s=4 (printed)", "mgiad_c16_g16", _FM, 420, 93.40, 0.21, 100.0,
        note="the g_s labels of the two c_K=16 rows are swapped: 420k is the g_s=16 model"),
     _m("III", "c_K=16 g_s=16 (printed)", "mgiad_c16_g4", _FM, 144, 93.28, 0.08, 100.0,
@@ -174,8 +174,8 @@ MGIAD_ROWS: list[PaperRow] = [
 
 
 def _s(label: str, model: str, exact: int) -> PaperRow:
-    return PaperRow("Poly-MgNet (spec 7)", "7", label, model, _C10, round_thousands(exact), reported_exact=exact,
-                    note="code-faithful count from spec poly-mgnet.md 7; the paper's tables were not available")
+    return PaperRow("Poly-MgNet code", "7", label, model, _C10, round_thousands(exact), reported_exact=exact,
+                    note="count of the released Poly-MgNet code (vanbetteray/Poly-MgNet); the paper's tables were not available")
 
 
 _QUAD_NOTE = "+1 learnable b per level over the released code (which keeps b = 0)"
