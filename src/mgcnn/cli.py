@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -102,14 +103,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _parse_assignments(items: list[str], what: str) -> dict:
     """``["a=1", "b=[2, 3]"]`` -> ``{"a": 1, "b": [2, 3]}``; values are YAML scalars/lists."""
-    import yaml
+    from .fileio import parse_yaml
 
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"{what} {item!r} must look like KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = parse_yaml(value, f"{what} {item}")
     return out
 
 
@@ -118,17 +119,27 @@ _TRAIN_FLAGS = ("model", "dataset", "data_dir", "epochs", "seed", "out", "train_
 
 
 def build_train_config(args: argparse.Namespace):
-    """Defaults < --recipe < --config (its fields layered over the recipe) < flags < --set; --resume takes the
-    run's saved config instead of defaults, recipe and file."""
-    from .train.config import TrainConfig, load_yaml, read_yaml_fields, recipe
+    """Defaults < --recipe < --config (its fields layered over the recipe) < flags < --set.
 
-    cfg = recipe(args.recipe) if args.recipe else TrainConfig()
-    if args.config:
-        cfg = TrainConfig.from_dict({**cfg.to_dict(), **read_yaml_fields(args.config)})
+    With --resume the run's checkpoint (the source of truth of what was trained) replaces defaults, recipe and file;
+    flags and --set may then change only what a resume can change (see ``mgcnn.train.engine.RESUME_MUTABLE``).
+    """
+    from pathlib import Path
+
+    from .train.checkpoint import load_checkpoint
+    from .train.config import TrainConfig, read_yaml_fields, recipe
+
+    if args.resume and (args.recipe or args.config):
+        raise ValueError("--resume takes the run's own config from its checkpoint; drop --recipe/--config "
+                         "(flags and --set can still change epochs, device, threads, ...)")
     if args.resume:
-        cfg = load_yaml(f"{args.resume}/config.yaml")
-        cfg.out = args.resume
-    d = cfg.to_dict()
+        state = load_checkpoint(Path(args.resume) / "checkpoint.pt", require=("config",))
+        d = dict(state["config"], out=args.resume)
+    else:
+        cfg = recipe(args.recipe) if args.recipe else TrainConfig()
+        d = cfg.to_dict()
+        if args.config:
+            d = {**d, **read_yaml_fields(args.config)}
     for name in _TRAIN_FLAGS:
         v = getattr(args, name)
         if v is not None:
@@ -137,7 +148,9 @@ def build_train_config(args: argparse.Namespace):
         v = getattr(args, flag)
         if v is not None:
             d[flag] = v
-    d["model_kwargs"] = {**d["model_kwargs"], **_parse_assignments(args.model_arg, "--model-arg")}
+    if not isinstance(d.get("model_kwargs", {}), dict):
+        raise ValueError(f"model_kwargs={d['model_kwargs']!r} must be a mapping of keyword arguments")
+    d["model_kwargs"] = {**d.get("model_kwargs", {}), **_parse_assignments(args.model_arg, "--model-arg")}
     for key, value in _parse_assignments(args.set, "--set").items():
         if key.startswith("model_kwargs."):
             d["model_kwargs"][key.split(".", 1)[1]] = value
@@ -151,6 +164,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     cfg = build_train_config(args)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
     result = train(cfg, resume=bool(args.resume), overwrite=args.overwrite, progress_every=args.progress_every)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"final test accuracy: {result.test_acc:.2f}% (best {result.best_test_acc:.2f}%, train "
@@ -200,14 +218,19 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
         from .train.checkpoint import load_checkpoint, strip_prefixes
         from .train.config import TrainConfig
 
-        state = load_checkpoint(args.checkpoint)
+        state = load_checkpoint(args.checkpoint, require=("model", "config", "epoch"))
         cfg = TrainConfig.from_dict(state["config"])
         from .data.registry import get_dataset_spec
+        from .train import CheckpointError
 
         spec = get_dataset_spec(cfg.dataset)
         model = create_model(cfg.model, num_classes=spec.num_classes, in_channels=spec.in_channels,
                              **cfg.model_kwargs)
-        model.load_state_dict(strip_prefixes(state["model"]))
+        try:
+            model.load_state_dict(strip_prefixes(state["model"]))
+        except RuntimeError as e:
+            raise CheckpointError(f"{args.checkpoint}: the saved weights do not fit {cfg.model} "
+                                  f"({str(e).splitlines()[0]})") from None
         label = f"{cfg.model} (checkpoint {args.checkpoint}, epoch {state['epoch']})"
     else:
         import torch
@@ -319,7 +342,10 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--recipe", choices=sorted(RECIPES),
                    help="a paper's training recipe (epochs, lr, schedule, ...); default: the short CPU recipe")
-    g.add_argument("--config", metavar="FILE", help="YAML file of mgcnn.train.TrainConfig fields")
+    g.add_argument("--config", metavar="FILE", help="YAML file of mgcnn.train.TrainConfig fields, layered over "
+                                                    "--recipe")
+    g.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (defaults < recipe < config file < flags and --set) and exit")
     g.add_argument("--epochs", type=int, help=f"(default: {d.epochs})")
     g.add_argument("--batch-size", type=int, help=f"global batch size, split over processes (default: {d.batch_size})")
     g.add_argument("--lr", type=float, help=f"peak learning rate (default: {d.lr}, schedule {d.schedule})")
@@ -450,6 +476,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DatasetNotFoundError, DatasetCorruptError, DownloadError, RunDirectoryError, CheckpointError,
             FileNotFoundError, ValueError) as e:
         print(f"mgcnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # no space left, permission denied, read-only file system, ...
+        where = f" ({e.filename})" if e.filename else ""
+        hint = {errno.ENOSPC: "free some space or write elsewhere (--out)",
+                errno.EACCES: "check the permissions, or write elsewhere (--out)",
+                errno.EROFS: "the file system is read-only; write elsewhere (--out)"}.get(e.errno, "")
+        print(f"mgcnn {args.command}: error: {e.strerror or e}{where}{'; ' + hint if hint else ''}", file=sys.stderr)
         return 2
     except TrainingDivergedError as e:
         print(f"mgcnn {args.command}: training diverged: {e}", file=sys.stderr)

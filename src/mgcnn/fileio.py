@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+import yaml
+
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(fileobj)`` on a temp file next to ``path`` and atomically move it into place.
@@ -23,6 +25,9 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; give it the mode open() would (0666 less the umask), so that teammates on
+        # shared storage can read results exactly as they could read a file written directly.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -39,5 +44,123 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_parts(folder: str | Path) -> list[Path]:
+    """Delete the ``.*.part`` temp files that killed writers left in ``folder``; returns what was removed.
+
+    Call it only while no other process writes there (e.g. holding the run directory's lock).
+    """
+    removed = []
+    for p in Path(folder).glob(".*.part"):
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def parse_yaml(text: str, source: str) -> object:
+    """YAML text -> Python objects; duplicate keys and syntax errors become one ``ValueError`` naming the line."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{source}: invalid YAML{where}: {problem}") from None
+
+
+def read_yaml(path: str | Path) -> object:
+    """Parse a YAML file (see :func:`parse_yaml`); a missing or unreadable file is one clear error too."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} cannot be read ({e.__class__.__name__}: {e})") from None
+    return parse_yaml(text, str(path))
+
+
+LOCK_NAME = ".lock"
+
+
+class DirectoryLock:
+    """An exclusive OS lock (``fcntl.flock``) on ``folder/.lock``, held while a process trains into ``folder``.
+
+    The kernel releases it when the holder dies, however it dies (SIGKILL included), so a crashed run never leaves
+    a stale lock. The file records the holder's pid and host for the error message of whoever finds it taken.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock without waiting; False if another process holds it."""
+        import fcntl
+        import socket
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._fd = fd
+        return True
+
+    def holder(self) -> str:
+        try:
+            pid_host = self.path.read_text().split()
+            return f"pid {pid_host[0]} on {pid_host[1]}" if len(pid_host) == 2 else "another process"
+        except OSError:
+            return "another process"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def is_locked(folder: str | Path) -> bool:
+    """True while some process holds :class:`DirectoryLock` on ``folder`` (checked by trying to take it)."""
+    if not (Path(folder) / LOCK_NAME).exists():
+        return False
+    lock = DirectoryLock(folder)
+    if lock.acquire():
+        lock.release()
+        return False
+    return True

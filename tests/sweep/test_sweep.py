@@ -2,6 +2,7 @@
 
 import json
 import statistics
+import sys
 
 import pytest
 import yaml
@@ -9,7 +10,7 @@ import yaml
 from mgcnn import cli
 from mgcnn.sweep import aggregate, builtin_studies, collect, config_hash, expand, load_study, run_sweep, write_report
 from mgcnn.sweep.make_studies import STUDY_DIR, render, studies
-from mgcnn.train import TrainConfig, train
+from mgcnn.train import TrainConfig, load_checkpoint, train
 from tests.helpers import write_cifar
 
 TINY_BASE = {"dataset": "cifar10", "epochs": 1, "batch_size": 16, "eval_batch_size": 32, "verify_data": False,
@@ -143,3 +144,94 @@ def test_report_aggregates_seeds_and_writes_csv_md_and_plot(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "r2")]) == 0
     assert (tmp_path / "r2" / "report.csv").read_text().count("\n") == 3
     assert cli.main(["report", str(tmp_path / "empty")]) == 2
+
+
+def _committed_results():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "results"
+    return sorted(p.parent for p in root.glob("*/index.jsonl"))
+
+
+@pytest.mark.parametrize("folder", _committed_results(), ids=lambda p: p.name)
+def test_report_reproduces_every_committed_results_folder(folder, tmp_path, capsys):
+    """A committed sweep carries what `mgcnn report` needs (config, result, metrics of every run), and the report
+    made from the clone equals the committed one."""
+    import csv
+
+    assert cli.main(["report", str(folder), "--out", str(tmp_path)]) == 0
+    index = [json.loads(x) for x in (folder / "index.jsonl").read_text().splitlines() if x.strip()]
+    for entry in index:
+        run = folder / "runs" / entry["run_id"]
+        assert {"config.yaml", "result.json", "metrics.jsonl"} <= {p.name for p in run.iterdir()}, run
+    ours = list(csv.DictReader((tmp_path / "report.csv").open()))
+    committed = list(csv.DictReader((folder / "report.csv").open()))
+    key = lambda r: r["config_id"]  # noqa: E731
+    assert sorted(ours, key=key) == sorted(committed, key=key)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are a Linux feature")
+def test_killing_the_sweep_kills_its_trainers(data_dir, tmp_path):
+    import re
+    import signal
+    import subprocess
+    import time
+
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"name": "s", "base": {**TINY_BASE, "data_dir": data_dir, "epochs": 500},
+                                     "seeds": 2}))
+    proc = subprocess.Popen([sys.executable, "-m", "mgcnn", "sweep", str(study), "--jobs", "2", "--out",
+                             str(tmp_path / "o")], stdout=subprocess.PIPE, text=True)
+    pids = []
+    deadline = time.time() + 60
+    while len(pids) < 2 and time.time() < deadline:
+        m = re.search(r"\(pid (\d+)\)", proc.stdout.readline())
+        if m:
+            pids.append(int(m.group(1)))
+    assert len(pids) == 2
+    assert all(_alive(p) for p in pids)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    while any(_alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in pids), "trainers outlived the killed sweep"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the job's process through /proc")
+def test_a_preempted_submitit_job_is_requeued_and_resumes(data_dir, tmp_path):
+    submitit = pytest.importorskip("submitit")
+    import os
+    import signal
+    import time
+
+    from mgcnn.sweep.runner import TrainJob
+
+    run = tmp_path / "run"
+    cfg = TrainConfig.from_dict({**TINY_BASE, "data_dir": data_dir, "epochs": 40, "out": str(run)}).to_dict()
+    ex = submitit.LocalExecutor(folder=tmp_path / "submitit")
+    ex.update_parameters(timeout_min=10)
+    job = ex.submit(TrainJob(), cfg)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoint.pt").is_file():
+        time.sleep(0.1)
+    assert (run / "checkpoint.pt").is_file(), job.stderr()
+    # The signal Slurm sends before preemption or the time limit, to the job's process (submitit's local
+    # controller starts it as its child; job._interrupt() signals the controller, which does not forward it).
+    controller = job._process.pid
+    (task,) = open(f"/proc/{controller}/task/{controller}/children").read().split()
+    os.kill(int(task), signal.SIGUSR2)
+    result = job.result()
+    assert result["epochs"] == 40
+    history = load_checkpoint(run / "checkpoint.pt")["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 41))
+    log = job.stdout() or ""
+    assert "Requeued job" in log and f"resuming {run} after epoch" in log

@@ -42,7 +42,7 @@ def test_run_directory_contents(data_root, tmp_path):
     res = train(tiny(data_root, tmp_path / "run"), progress=False, log=lambda s: None)
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        ["config.yaml", "metrics.jsonl", "result.json", "env.json", "checkpoint.pt"])
+        ["config.yaml", "metrics.jsonl", "result.json", "env.json", "checkpoint.pt", ".lock"])
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2]
     assert set(lines[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -88,11 +88,13 @@ def test_resume_is_bitwise_exact(data_root, tmp_path):
     assert [h["test_acc"] for h in a["history"]] == [h["test_acc"] for h in b["history"]]
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path, monkeypatch):
+    from mgcnn.train import engine
+
     cfg = tiny(data_root, tmp_path / "run", epochs=3, schedule="constant")
     train(cfg, stop_after=1, progress=False, log=lambda s: None)
     good = (tmp_path / "run" / "checkpoint.pt").read_bytes()
-    cfg.lr = 1e30
+    monkeypatch.setattr(engine, "lr_factor", lambda cfg, progress: 1e30)  # a resume may not change lr itself
     with pytest.raises(TrainingDivergedError, match="after epoch 1\\) is kept"):
         train(cfg, resume=True, progress=False, log=lambda s: None)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == good

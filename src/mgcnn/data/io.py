@@ -66,9 +66,19 @@ def _check(path: Path, data_md5: str, expected: str | None, verify: bool, hint: 
 
 
 # --------------------------------------------------------------------------------------------------- FashionMNIST
-def _read_idx(path: Path, verify: bool, expected_md5: str | None) -> np.ndarray:
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes; a file we may not read is a permission problem, not a corrupted file."""
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        return path.read_bytes()
+    except PermissionError:
+        raise DatasetNotFoundError(f"{path}: permission denied; make it readable (chmod a+r {path}) or point "
+                                   "--data-dir at a copy you can read") from None
+
+
+def _read_idx(path: Path, verify: bool, expected_md5: str | None) -> np.ndarray:
+    data = _read_bytes(path)
+    try:
+        raw = gzip.decompress(data) if path.suffix == ".gz" else data
     except (EOFError, OSError, zlib.error) as e:
         raise DatasetCorruptError(f"{path}: cannot decompress ({e}); the file is truncated or corrupted") from None
     _check(path, md5_bytes(raw), expected_md5, verify, " (checked on the decompressed content)")
@@ -92,16 +102,23 @@ def _find_file(spec: DatasetSpec, names: list[str], roots: list[Path]) -> Path:
     raise _not_found(spec, f"file {names[0]}", candidates)
 
 
-def load_fashion_mnist(data_dir=None, *, verify: bool = True) -> ImageDataset:
+def _empty_split(spec: DatasetSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    size = spec.image_size
+    return torch.zeros((0, spec.in_channels, size, size), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
+
+
+def load_fashion_mnist(data_dir=None, *, verify: bool = True, train: bool = True) -> ImageDataset:
     spec = registry.FASHION_MNIST
     roots = data_roots(data_dir)
     arrays, sources = {}, set()
     for f in spec.files:
+        if not train and f.name.startswith("train"):
+            continue
         path = _find_file(spec, [f.name + ".gz", f.name], roots)
         arrays[f.name] = _read_idx(path, verify, f.md5)
         sources.add(str(path.parent))
-    splits = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
+    splits = {"train": _empty_split(spec)}
+    for split, prefix in (("train", "train"), ("test", "t10k")) if train else (("test", "t10k"),):
         x, y = arrays[f"{prefix}-images-idx3-ubyte"], arrays[f"{prefix}-labels-idx1-ubyte"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or (len(y) and y.max() >= spec.num_classes):
             raise DatasetCorruptError(f"{spec.name} {split}: images {x.shape} and labels {y.shape} do not fit together")
@@ -150,16 +167,25 @@ def _cifar_layout(spec: DatasetSpec) -> tuple[str, list[str], list[str], str, di
 def _batch_arrays(d: dict, label_key: str, where: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in d or label_key not in d:
         raise DatasetCorruptError(f"{where}: missing 'data' or '{label_key}' entry")
-    x = np.asarray(d["data"], dtype=np.uint8)
-    y = np.asarray(d[label_key], dtype=np.int64)
+    x = np.asarray(d["data"])
+    if x.dtype != np.uint8:  # floats would be cast to (mostly) zero images without a word
+        if x.dtype.kind not in "iu" or (x.size and (x.min() < 0 or x.max() > 255)):
+            raise DatasetCorruptError(f"{where}: 'data' holds {x.dtype} values, not the 0-255 bytes of a CIFAR batch")
+        x = x.astype(np.uint8)
+    y = np.asarray(d[label_key])
+    if y.dtype.kind not in "iu":
+        raise DatasetCorruptError(f"{where}: '{label_key}' holds {y.dtype} values, not integer class labels")
+    y = y.astype(np.int64)
     if x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y) or (len(y) and (y.min() < 0 or y.max() >= num_classes)):
         raise DatasetCorruptError(f"{where}: data {x.shape} / labels {y.shape} are not a CIFAR batch")
     return x.reshape(-1, 3, 32, 32), y
 
 
-def load_cifar(name: str, data_dir=None, *, verify: bool = True) -> ImageDataset:
+def load_cifar(name: str, data_dir=None, *, verify: bool = True, train: bool = True) -> ImageDataset:
     spec = get_dataset_spec(name)
     folder, train_members, test_members, label_key, member_md5 = _cifar_layout(spec)
+    if not train:
+        train_members = []
     archive_spec = spec.files[0]
     candidates = []
     for root in data_roots(data_dir):
@@ -167,7 +193,10 @@ def load_cifar(name: str, data_dir=None, *, verify: bool = True) -> ImageDataset
         archive, extracted = base / archive_spec.name, base / folder
         candidates += [archive, extracted]
         if archive.is_file():
-            _check(archive, md5_file(archive), archive_spec.md5, verify)
+            try:
+                _check(archive, md5_file(archive), archive_spec.md5, verify)
+            except PermissionError:
+                _read_bytes(archive)  # raises the permission error with its fix
             blobs = {}
             try:
                 with tarfile.open(archive, "r:gz") as tar:
@@ -189,7 +218,7 @@ def load_cifar(name: str, data_dir=None, *, verify: bool = True) -> ImageDataset
                 p = extracted / m
                 if not p.is_file():
                     raise _not_found(spec, f"file {folder}/{m}", [p])
-                blobs[m] = p.read_bytes()
+                blobs[m] = _read_bytes(p)
                 _check(p, md5_bytes(blobs[m]), member_md5.get(m), verify)
             prefix, source = f"{extracted}/", str(extracted)
             break
@@ -202,12 +231,16 @@ def load_cifar(name: str, data_dir=None, *, verify: bool = True) -> ImageDataset
         return torch.from_numpy(np.concatenate([p[0] for p in parts])), torch.from_numpy(
             np.concatenate([p[1] for p in parts]))
 
-    return ImageDataset(spec, *split(train_members), *split(test_members), source=source)
+    return ImageDataset(spec, *(split(train_members) if train else _empty_split(spec)), *split(test_members),
+                        source=source)
 
 
-def load_dataset(name: str, data_dir=None, *, verify: bool = True) -> ImageDataset:
-    """Load ``fashion-mnist``, ``cifar10`` or ``cifar100`` from the first data root that has it."""
+def load_dataset(name: str, data_dir=None, *, verify: bool = True, train: bool = True) -> ImageDataset:
+    """Load ``fashion-mnist``, ``cifar10`` or ``cifar100`` from the first data root that has it.
+
+    ``train=False`` reads and checks only the test split (the training tensors are empty), as evaluation needs.
+    """
     spec = get_dataset_spec(name)
     if spec.name == "fashion-mnist":
-        return load_fashion_mnist(data_dir, verify=verify)
-    return load_cifar(spec.name, data_dir, verify=verify)
+        return load_fashion_mnist(data_dir, verify=verify, train=train)
+    return load_cifar(spec.name, data_dir, verify=verify, train=train)

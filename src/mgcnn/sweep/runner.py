@@ -7,8 +7,12 @@ Layout of a sweep directory::
     OUT/runs/<run id>/error.txt the last failure of that run, if any
 
 Executors: ``local`` runs in this process one after another (``jobs=1``) or as ``jobs`` parallel ``mgcnn train``
-subprocesses, one GPU each when there are GPUs; ``slurm`` submits one job per run through submitit (optional
-dependency); ``submitit-local`` is submitit's local executor, which exercises the same path without a cluster.
+subprocesses (one GPU each when there are GPUs, else an equal share of the CPUs each; they die with the sweep);
+``slurm`` submits one job per run through submitit (optional dependency), requeued and resumed after preemption or
+a time limit (:class:`TrainJob`); ``submitit-local`` is submitit's local executor, the same path without a cluster.
+
+Every run directory is locked while a process trains into it (:class:`mgcnn.fileio.DirectoryLock`): two sweeps on
+the same folder never train the same run; the second reports it as "running elsewhere".
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write_text, is_locked
 from ..train.config import TrainConfig, save_yaml
 from .study import RunSpec, Study, expand
 
 EXECUTORS = ("local", "slurm", "submitit-local")
+STATUSES = ("finished", "skipped", "running elsewhere", "failed")
 
 
 @dataclass
@@ -34,23 +40,57 @@ class Outcome:
     run_id: str
     label: str
     seed: int
-    status: str  # finished | skipped | failed
+    status: str  # one of STATUSES
     resumed: bool = False
     error: str | None = None
 
 
 def _run_in_process(cfg_dict: dict[str, Any], resume: bool) -> dict[str, Any]:
-    """Train one run (also the function submitit pickles for Slurm)."""
+    """Train one run in this process."""
     from ..train import train
 
     result = train(TrainConfig.from_dict(cfg_dict), resume=resume, progress=False)
     return result.to_dict()
 
 
-def _write_index(out: Path, runs: list[RunSpec]) -> None:
+class TrainJob:
+    """The callable submitit pickles for a Slurm (or submitit-local) job, following submitit's checkpointing
+    protocol: on preemption or an approaching time limit submitit calls :meth:`checkpoint` and requeues the job,
+    and the requeued job resumes from the run's last epoch checkpoint (written atomically every epoch), because
+    :meth:`__call__` resumes whenever the run directory holds one.
+    """
+
+    def __call__(self, cfg_dict: dict[str, Any]) -> dict[str, Any]:
+        resume = (Path(cfg_dict["out"]) / "checkpoint.pt").is_file()
+        return _run_in_process(cfg_dict, resume)
+
+    def checkpoint(self, cfg_dict: dict[str, Any]):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(TrainJob(), cfg_dict)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a trainer subprocess (before exec): ask Linux to SIGTERM it when the sweep process dies, so killing the
+    sweep leaves no orphan trainers. Elsewhere a no-op (the run directory locks still prevent double training)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _index_text(runs: list[RunSpec]) -> str:
     lines = [json.dumps({"run_id": r.run_id, "label": r.label, "seed": r.config.seed, "model": r.config.model,
                          "dataset": r.config.dataset, "row": r.row, "paper": r.paper}) for r in runs]
-    (out / "index.jsonl").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def run_sweep(
@@ -70,8 +110,9 @@ def run_sweep(
         raise ValueError(f"jobs={jobs} must be >= 1")
     out = Path(out)
     runs = expand(study, seeds=seeds, overrides=overrides)
+    _refuse_duplicates(runs)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    _write_index(out, runs)
+    atomic_write_text(out / "index.jsonl", _index_text(runs))
     outcomes: dict[str, Outcome] = {}
     todo: list[tuple[RunSpec, bool]] = []
     for r in runs:
@@ -79,21 +120,27 @@ def run_sweep(
         r.config.out = str(d)
         if (d / "result.json").is_file():
             outcomes[r.run_id] = Outcome(r.run_id, r.label, r.config.seed, "skipped")
+        elif is_locked(d):  # another sweep (or mgcnn train) is training it right now
+            outcomes[r.run_id] = Outcome(r.run_id, r.label, r.config.seed, "running elsewhere")
         else:
             todo.append((r, (d / "checkpoint.pt").is_file()))
-    log(f"study {study.name}: {len(runs)} runs, {len(outcomes)} already finished, {len(todo)} to run "
-        f"({sum(res for _, res in todo)} to resume) with executor {executor}")
+    elsewhere = sum(o.status == "running elsewhere" for o in outcomes.values())
+    log(f"study {study.name}: {len(runs)} runs, {len(outcomes) - elsewhere} already finished, {elsewhere} running "
+        f"elsewhere, {len(todo)} to run ({sum(res for _, res in todo)} to resume) with executor {executor}")
 
     def record(r: RunSpec, resume: bool, error: str | None) -> None:
         d = Path(r.config.out)
         if error is None:
             (d / "error.txt").unlink(missing_ok=True)
             outcomes[r.run_id] = Outcome(r.run_id, r.label, r.config.seed, "finished", resume)
+        elif is_locked(d):  # lost the race for the run to another live process: not a failure
+            outcomes[r.run_id] = Outcome(r.run_id, r.label, r.config.seed, "running elsewhere", resume)
         else:
-            d.mkdir(parents=True, exist_ok=True)
-            (d / "error.txt").write_text(error)
             outcomes[r.run_id] = Outcome(r.run_id, r.label, r.config.seed, "failed", resume,
                                          error.strip().splitlines()[-1] if error.strip() else "failed")
+            if not (d / "result.json").is_file():  # never write into a finished run
+                d.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(d / "error.txt", error)
             log(f"run {r.run_id} ({r.label}, seed {r.config.seed}) FAILED: {outcomes[r.run_id].error}")
 
     if executor == "local" and jobs == 1:
@@ -109,9 +156,28 @@ def run_sweep(
     else:
         _run_submitit(out, todo, executor, slurm or {}, record, log)
     ordered = [outcomes[r.run_id] for r in runs]
-    counts = {s: sum(o.status == s for o in ordered) for s in ("finished", "skipped", "failed")}
-    log(f"study {study.name}: {counts['finished']} finished, {counts['skipped']} skipped, {counts['failed']} failed")
+    counts = {s: sum(o.status == s for o in ordered) for s in STATUSES}
+    log(f"study {study.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return ordered
+
+
+def _refuse_duplicates(runs: list[RunSpec]) -> None:
+    """Two rows (or grid points) that resolve to the same config would share one run directory."""
+    seen: dict[str, RunSpec] = {}
+    for r in runs:
+        if r.run_id in seen:
+            a, b = seen[r.run_id], r
+            raise ValueError(f"rows {a.label!r} and {b.label!r} (seed {r.config.seed}) resolve to the same "
+                             f"configuration (run id {r.run_id}); remove the duplicate row or make them differ")
+        seen[r.run_id] = r
+
+
+def jobs_threads(jobs: int, cpus: int | None = None) -> int:
+    """CPU threads for each of ``jobs`` concurrent trainers: an equal share of the CPUs this process may use.
+    Oversubscribing (K trainers with all cores each) makes each of them several times slower, not K times."""
+    from ..train.engine import available_cpus
+
+    return max(1, (cpus or available_cpus()) // jobs)
 
 
 def _run_subprocesses(out: Path, todo, jobs: int, record, log) -> None:
@@ -122,6 +188,9 @@ def _run_subprocesses(out: Path, todo, jobs: int, record, log) -> None:
     except Exception:  # noqa: BLE001
         n_gpus = 0
     (out / "configs").mkdir(exist_ok=True)
+    threads = jobs_threads(jobs)
+    if not n_gpus:
+        log(f"{jobs} trainers at a time, {threads} CPU thread(s) each")
     pending = list(todo)
     active: list[tuple[subprocess.Popen, RunSpec, bool, Path]] = []
     slot = 0
@@ -130,16 +199,21 @@ def _run_subprocesses(out: Path, todo, jobs: int, record, log) -> None:
             r, resume = pending.pop(0)
             cfg_path = out / "configs" / f"{r.run_id}.yaml"
             save_yaml(r.config, cfg_path)
-            cmd = [sys.executable, "-m", "mgcnn", "train", "--config", str(cfg_path)]
-            if resume:
-                cmd += ["--resume", r.config.out]
+            if resume:  # the run's own config comes from its checkpoint
+                cmd = [sys.executable, "-m", "mgcnn", "train", "--resume", r.config.out]
+            else:
+                cmd = [sys.executable, "-m", "mgcnn", "train", "--config", str(cfg_path)]
+            if r.config.threads is None and not n_gpus:
+                cmd += ["--threads", str(threads)]
             env = dict(os.environ)
             if n_gpus:
                 env["CUDA_VISIBLE_DEVICES"] = str(slot % n_gpus)
             slot += 1
             log_path = out / "configs" / f"{r.run_id}.log"
+            parent = os.getpid()
             with open(log_path, "w") as fh:
-                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                        preexec_fn=lambda: _die_with_parent(parent))
             active.append((proc, r, resume, log_path))
             log(f"started {r.label} seed {r.config.seed} (pid {proc.pid})")
         time.sleep(0.2)
@@ -164,7 +238,7 @@ def _run_submitit(out: Path, todo, executor: str, slurm: dict[str, Any], record,
     else:
         ex = submitit.LocalExecutor(folder=folder)
         ex.update_parameters(timeout_min=slurm.get("timeout_min", 60))
-    jobs = [(ex.submit(_run_in_process, r.config.to_dict(), resume), r, resume) for r, resume in todo]
+    jobs = [(ex.submit(TrainJob(), r.config.to_dict()), r, resume) for r, resume in todo]
     log(f"submitted {len(jobs)} jobs to {folder}")
     for job, r, resume in jobs:
         try:

@@ -26,8 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..fileio import parse_yaml, read_yaml
 from ..train.config import RECIPES, TrainConfig
 
 
@@ -70,17 +69,36 @@ def load_study(ref: str | Path | dict) -> Study:
             builtin = resources.files(__package__).joinpath("studies", f"{ref}.yaml")
             if not builtin.is_file():
                 raise ValueError(f"study {ref!r} is neither a file nor a built-in study; built-in: {builtin_studies()}")
-            data = yaml.safe_load(builtin.read_text())
+            data = parse_yaml(builtin.read_text(), f"built-in study {ref}")
         else:
-            data = yaml.safe_load(path.read_text())
+            data = read_yaml(path)
     if not isinstance(data, dict) or "name" not in data:
         raise ValueError(f"study {ref!r}: expected a mapping with at least 'name'")
+    name = data["name"]
     unknown = set(data) - {"name", "description", "base", "rows", "grid", "seeds"}
     if unknown:
-        raise ValueError(f"study {data['name']!r}: unknown key(s) {sorted(unknown)}")
+        raise ValueError(f"study {name!r}: unknown key(s) {sorted(unknown)}; allowed: name, description, base, rows, "
+                         "grid, seeds")
     seeds = data.get("seeds", [0])
-    data["seeds"] = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    data["rows"] = data.get("rows") or [{}]
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+        data["seeds"] = list(range(seeds))
+    elif isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                   for x in seeds):
+        data["seeds"] = list(seeds)
+    else:
+        raise ValueError(f"study {name!r}: seeds={seeds!r} is invalid; use a count (seeds: 3 for 0, 1, 2) or a list "
+                         "of non-negative integers (seeds: [0, 5])")
+    if not isinstance(data.get("base", {}), dict):
+        raise ValueError(f"study {name!r}: base must be a mapping of config fields, got {data['base']!r}")
+    rows = data.get("rows") or [{}]
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"study {name!r}: rows must be a list of mappings (one per configuration), got {rows!r}")
+    data["rows"] = rows
+    grid = data.get("grid") or {}
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ValueError(f"study {name!r}: grid must map fields to non-empty lists of values, e.g. "
+                         f"grid: {{lr: [0.05, 0.1]}}; got {grid!r}")
+    data["grid"] = grid
     return Study(**data)
 
 
@@ -94,9 +112,9 @@ def _set(d: dict[str, Any], key: str, value: Any) -> None:
 def resolve_config(fields: dict[str, Any]) -> TrainConfig:
     fields = copy.deepcopy(fields)
     recipe = fields.pop("recipe", None)
-    base = dict(RECIPES[recipe]) if recipe else {}
     if recipe is not None and recipe not in RECIPES:
         raise ValueError(f"recipe={recipe!r} is not known; use one of {sorted(RECIPES)}")
+    base = dict(RECIPES[recipe]) if recipe else {}
     return TrainConfig.from_dict({**base, **fields}).validate()
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..fileio import atomic_write_text, read_yaml
 
 SCHEDULES = ("cosine", "step", "onecycle", "constant")
 AMP_MODES = ("off", "bf16", "fp16")
@@ -56,25 +61,31 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
 
     def validate(self) -> TrainConfig:
+        """Check every field's type and range (converting numbers written as strings, e.g. YAML's ``1e-3``);
+        the first problem is a ``ValueError`` naming the field and what it accepts. Returns ``self``."""
         from ..data.registry import get_dataset_spec
 
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, _FIELD_TYPES[f.name], getattr(self, f.name)))
         get_dataset_spec(self.dataset)
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r} is not supported; use one of {SCHEDULES}")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp={self.amp!r} is not supported; use one of {AMP_MODES}")
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("amp", self.amp, AMP_MODES)
         for name in ("epochs", "batch_size", "eval_batch_size", "step_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}={v!r} is invalid; it must be a positive integer")
-        for name in ("train_subset", "test_subset"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name}={v!r} is invalid; it must be a positive integer or null")
-        if self.lr <= 0:
-            raise ValueError(f"lr={self.lr!r} is invalid; it must be > 0")
-        if not isinstance(self.model_kwargs, dict):
-            raise ValueError(f"model_kwargs={self.model_kwargs!r} must be a mapping of keyword arguments")
+            _check_range(name, getattr(self, name), lo=1)
+        for name in ("train_subset", "test_subset", "threads"):
+            if getattr(self, name) is not None:
+                _check_range(name, getattr(self, name), lo=1, extra="or null")
+        _check_range("lr", self.lr, lo=0.0, lo_open=True)
+        _check_range("momentum", self.momentum, lo=0.0, hi=1.0, hi_open=True)
+        _check_range("weight_decay", self.weight_decay, lo=0.0)
+        _check_range("warmup_epochs", self.warmup_epochs, lo=0.0)
+        _check_range("gamma", self.gamma, lo=0.0, lo_open=True)
+        _check_range("label_smoothing", self.label_smoothing, lo=0.0, hi=1.0, hi_open=True)
+        _check_range("crop_padding", self.crop_padding, lo=0)
+        _check_range("seed", self.seed, lo=0)
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=true needs momentum > 0 (SGD's rule); set nesterov: false or a momentum")
+        _check_model(self.model, self.model_kwargs)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,16 +100,122 @@ class TrainConfig:
         return cls(**d)
 
 
+_FIELD_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _unwrap(tp: Any) -> tuple[bool, Any]:
+    """(whether None is allowed, the base class) of a field annotation: ``int | None`` -> (True, int)."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = typing.get_args(tp)
+        return type(None) in args, next(a for a in args if a is not type(None))
+    return False, typing.get_origin(tp) or tp
+
+
+def _type_name(tp: Any) -> str:
+    optional, base = _unwrap(tp)
+    name = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(base, "a mapping")
+    return f"{name} or null" if optional else name
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """``value`` as the field's declared type: numbers written as strings are parsed (YAML reads ``1e-3`` as a
+    string), integers are accepted for floats; booleans must be real booleans (``'false'`` is not false)."""
+    optional, base = _unwrap(tp)
+    if value is None and optional:
+        return None
+    bad = ValueError(f"{name}={value!r} is invalid; it must be {_type_name(tp)}")
+    if base is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}={value!r} is invalid; it must be true or false (unquoted in YAML)")
+        return value
+    if base is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise bad from None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise bad
+        return value
+    if base is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise bad from None
+        if not isinstance(value, (int, float)):
+            raise bad
+        if not math.isfinite(value):
+            raise ValueError(f"{name}={value!r} is invalid; it must be a finite number")
+        return float(value)
+    if base is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if base is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{name}={value!r} must be a mapping of keyword arguments")
+        return value
+    return value
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; use one of {choices}")
+
+
+def _check_range(name: str, value: float, *, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False, hi_open: bool = False, extra: str = "") -> None:
+    low_ok = lo is None or (value > lo if lo_open else value >= lo)
+    high_ok = hi is None or (value < hi if hi_open else value <= hi)
+    if not (low_ok and high_ok):
+        parts = []
+        if lo is not None:
+            parts.append(f"{'>' if lo_open else '>='} {lo}")
+        if hi is not None:
+            parts.append(f"{'<' if hi_open else '<='} {hi}")
+        raise ValueError(f"{name}={value!r} is invalid; it must be {' and '.join(parts)}{' ' + extra if extra else ''}")
+
+
+def _check_model(model: str, kwargs: dict[str, Any]) -> None:
+    """The model name exists and every keyword is one its builder takes (checked without building it)."""
+    import inspect
+
+    from ..models import model_info
+
+    info = model_info(model)  # UnknownModelError (a ValueError) with close matches
+    params = inspect.signature(info.builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        allowed = sorted(k for k in params if k not in ("num_classes", "in_channels"))
+        raise ValueError(f"model_kwargs {unknown} are not arguments of {model!r}; allowed: {', '.join(allowed)}")
+    fixed = sorted({"num_classes", "in_channels"} & set(kwargs))
+    if fixed:
+        raise ValueError(f"model_kwargs {fixed} are set from the dataset; remove them")
+
+
 def save_yaml(cfg: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the config atomically: a kill leaves the old file or the new one, never an empty one."""
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def read_yaml_fields(path: str | Path) -> dict[str, Any]:
-    """The mapping of config fields in a YAML file (not yet checked against :class:`TrainConfig`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    """The mapping of config fields in a YAML file (not yet checked against :class:`TrainConfig`).
+
+    An empty file is an error, never "all defaults": an empty ``config.yaml`` would otherwise train the default
+    model on the default data.
+    """
+    data = read_yaml(path)
+    if data is None:
+        raise ValueError(f"{path} is empty; a config file holds a mapping of TrainConfig fields")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config file must hold a mapping of fields, got {type(data).__name__}")
     return data

@@ -29,10 +29,11 @@ from torch import nn
 from .. import __version__
 from ..data import DeviceLoader, download_dataset, load_dataset
 from ..data.registry import data_roots
-from ..fileio import atomic_write_text
+from ..fileio import LOCK_NAME, DirectoryLock, atomic_write_text, remove_stale_parts
 from ..models import count_parameters, create_model
 from ..perf import allocator_state, conv_autotune_enabled, set_conv_autotune, tune_allocator
 from .checkpoint import (
+    RESUME_KEYS,
     CheckpointError,
     load_checkpoint,
     rng_state,
@@ -40,7 +41,7 @@ from .checkpoint import (
     set_rng_state,
     strip_prefixes,
 )
-from .config import TrainConfig, save_yaml
+from .config import TrainConfig, read_yaml_fields, save_yaml
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "result.json", "env.json", "checkpoint.pt")
 
@@ -51,6 +52,16 @@ class TrainingDivergedError(RuntimeError):
 
 class RunDirectoryError(RuntimeError):
     """The run directory holds another run and neither resume nor overwrite was asked for."""
+
+
+class RunLockedError(RunDirectoryError):
+    """Another live process is training into the run directory (it holds the directory's lock)."""
+
+
+# Fields a resumed run may change: where and how fast it runs, and how long. Everything else is fixed by the
+# checkpoint (the optimizer state, the data order and the recorded run depend on it).
+RESUME_MUTABLE = ("epochs", "out", "data_dir", "download", "verify_data", "device", "threads", "eval_batch_size",
+                  "compile", "test_subset")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -142,6 +153,49 @@ def environment(device: torch.device, world_size: int) -> dict[str, Any]:
         "allocator": allocator_state(),
         "git_commit": _git_commit(),
     }
+
+
+def resume_changes(saved: dict[str, Any], cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """The fields ``cfg`` changes relative to a checkpoint's config: {field: (saved, new)}; raises for fields a
+    resume cannot change, naming the ones it can."""
+    now = cfg.to_dict()
+    changed = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+    fixed = {k: d for k, d in changed.items() if k not in RESUME_MUTABLE}
+    if fixed:
+        what = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in fixed.items())
+        raise CheckpointError(
+            f"--resume cannot change {what}: the checkpoint was trained with the saved values and its optimizer "
+            f"state and recorded config follow them. Fields that may change on resume: {', '.join(RESUME_MUTABLE)}. "
+            "Start a new run (another --out) to change the others."
+        )
+    return changed
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup (container) CPU quota if there is one."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(n, 1)
+
+
+def _check_finite(model: nn.Module, test_loss: float, epoch: int, ckpt_path: Path, history: list) -> None:
+    """Refuse to save a checkpoint of a broken model: the previous checkpoint stays the last good one."""
+    bad = [n for n, t in (*model.named_parameters(), *model.named_buffers())
+           if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad or not math.isfinite(test_loss):
+        what = f"non-finite values in {bad[:3]}{' ...' if len(bad) > 3 else ''}" if bad else f"test loss {test_loss}"
+        kept = (f"The last good checkpoint ({ckpt_path}, after epoch {history[-1]['epoch']}) is kept."
+                if history else "No epoch had finished, so there is no checkpoint.")
+        raise TrainingDivergedError(f"after epoch {epoch} the model has {what}; it was not saved. {kept} Try a "
+                                    "lower --lr, --amp off, or a different seed.")
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -336,6 +390,8 @@ def train(
     set_conv_autotune(not cfg.deterministic and os.environ.get("MGCNN_CONV_AUTOTUNE", "1") != "0")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    elif device.type == "cpu":  # torch counts the machine's cores, not the CPUs this process may use
+        torch.set_num_threads(min(torch.get_num_threads(), available_cpus()))
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -345,7 +401,19 @@ def train(
     torch.manual_seed(cfg.seed)
 
     run_dir = Path(cfg.out or f"runs/{cfg.model}-{cfg.dataset}-s{cfg.seed}")
+    if cfg.data_dir is not None:  # stored resolved: eval and resume must work from any working directory
+        cfg.data_dir = str(Path(cfg.data_dir).expanduser().resolve())
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirectoryError(f"--out {run_dir} is a file, not a directory; choose another --out")
+    lock, created_dir = DirectoryLock(run_dir), not run_dir.exists()
+    started = False
     try:
+        # -- the run directory: locked while this process trains into it (released by the OS if we die)
+        if is_main and not lock.acquire():
+            raise RunLockedError(f"{run_dir} is being trained by {lock.holder()}; wait for it to finish, or use "
+                                 "another --out")
+        if is_main:
+            remove_stale_parts(run_dir)  # temp files of writers killed mid-write
         # -- run directory and downloads: rank 0 acts, every rank learns the outcome (no one waits forever)
         _on_rank0(lambda: _prepare_run_dir(run_dir, resume, overwrite), is_main, distributed)
         if cfg.download:  # into --data-dir, else $MGCNN_DATA, else ~/.cache/mgcnn
@@ -388,21 +456,28 @@ def train(
         # -- resume
         start_epoch, history, best = 0, [], 0.0
         ckpt_path = run_dir / "checkpoint.pt"
-        if resume:
-            state = load_checkpoint(ckpt_path)
-            if state.get("config", {}).get("model") != cfg.model:
-                raise CheckpointError(f"{ckpt_path} holds model {state.get('config', {}).get('model')!r}, "
-                                      f"but the config asks for {cfg.model!r}")
-            model.load_state_dict(strip_prefixes(state["model"]))
-            optimizer.load_state_dict(state["optimizer"])
+        if resume:  # the checkpoint is the source of truth of what was trained
+            state = load_checkpoint(ckpt_path, require=RESUME_KEYS)
+            changed = resume_changes(state["config"], cfg)
+            try:
+                model.load_state_dict(strip_prefixes(state["model"]))
+                optimizer.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as e:
+                raise CheckpointError(f"{ckpt_path}: the saved weights do not fit {cfg.model} "
+                                      f"({str(e).splitlines()[0]})") from None
             scaler.load_state_dict(state["scaler"])
             set_rng_state(state["rng"])
             start_epoch, history, best = state["epoch"], state["history"], state["best_test_acc"]
-            say(f"resuming {run_dir} after epoch {start_epoch}/{cfg.epochs}")
+            say(f"resuming {run_dir} after epoch {start_epoch}/{cfg.epochs}"
+                + (f", with {', '.join(f'{k}={b!r}' for k, (_, b) in changed.items())}" if changed else ""))
+            if is_main:
+                _check_config_file(run_dir / "config.yaml", state["config"], say)
         if is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that fails to start leaves nothing behind
             save_yaml(cfg, run_dir / "config.yaml")
             atomic_write_text(run_dir / "env.json", json.dumps(environment(device, world_size), indent=2))
+            # the metrics file follows the checkpoint: a line lost to a kill after the checkpoint is restored
+            atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        started = True
 
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
                                                           else None) if distributed else model
@@ -464,6 +539,7 @@ def train(
                     "test_loss": test_loss, "test_acc": test_acc, "lr": lr, "seconds": seconds,
                     "images_per_sec": n / seconds, "images": int(n),
                 })
+                _check_finite(model, test_loss, epoch + 1, ckpt_path, history[:-1])
                 if is_main:
                     save_checkpoint(ckpt_path, {
                         "format": 1, "epoch": epoch + 1, "model": strip_prefixes(model.state_dict()),
@@ -498,6 +574,11 @@ def train(
             atomic_write_text(run_dir / "result.json", json.dumps(result.to_dict(), indent=2))
         return result
     finally:
+        lock.release()
+        if created_dir and not started and is_main:  # a run that fails to start leaves nothing behind
+            (run_dir / LOCK_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if empty
         torch.set_num_threads(threads_before)
         torch.use_deterministic_algorithms(deterministic_before)
         set_conv_autotune(autotune_before)
@@ -507,13 +588,26 @@ def train(
             dist.destroy_process_group()
 
 
+def _check_config_file(path: Path, saved: dict[str, Any], say: Callable[[str], None]) -> None:
+    """On resume: say so if ``config.yaml`` was lost, damaged or edited; it is rewritten from the checkpoint."""
+    try:
+        on_disk = read_yaml_fields(path)
+    except (OSError, ValueError) as e:
+        say(f"note: {path} is unreadable ({e}); it is rewritten from the checkpoint's config")
+        return
+    differ = sorted(k for k in set(on_disk) | set(saved) if on_disk.get(k) != saved.get(k))
+    if differ:
+        say(f"note: {path} differed from the checkpoint's config in {differ}; the checkpoint is what was trained, "
+            "and the file is rewritten from it")
+
+
 # ---------------------------------------------------------------------------------------------------- evaluate
 def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,
                         device: str = "auto", batch_size: int = 1000) -> dict[str, Any]:
     """Rebuild the model of a checkpoint and evaluate it on the test split of ``dataset`` (default: its own)."""
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, require=("model", "config", "epoch"))
     cfg = TrainConfig.from_dict(state["config"])
-    data = load_dataset(dataset or cfg.dataset, data_dir or cfg.data_dir)
+    data = load_dataset(dataset or cfg.dataset, data_dir or cfg.data_dir, train=False)
     dev = resolve_device(device)
     model = create_model(cfg.model, num_classes=data.spec.num_classes, in_channels=data.spec.in_channels,
                          **cfg.model_kwargs)
