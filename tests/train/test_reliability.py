@@ -120,11 +120,14 @@ def test_config_yaml_is_written_atomically_and_an_empty_one_is_never_all_default
 
 def test_resume_restores_the_metrics_line_lost_after_the_checkpoint(data_root, tmp_path):
     run = tmp_path / "run"
-    train(tiny(data_root, run, epochs=3), stop_after=2, **quiet)
+    train(tiny(data_root, run, epochs=2), **quiet)
+    # a kill after the final checkpoint's rename, before the metrics and result writes
+    (run / "result.json").unlink()
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    (run / "metrics.jsonl").write_text(lines[0] + "\n")  # a kill after the checkpoint, before the metrics write
-    train(tiny(data_root, run, epochs=3), resume=True, **quiet)
-    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    (run / "metrics.jsonl").write_text(lines[0] + "\n")
+    train(tiny(data_root, run, epochs=2), resume=True, **quiet)  # nothing left to train: only the records
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert (run / "result.json").is_file()
 
 
 # -- 5, 6. what a checkpoint may hold --------------------------------------------------------------------------------
