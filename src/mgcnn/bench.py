@@ -37,6 +37,19 @@ DEFAULT_MODELS = ["resnet20", "resnet18", "mgnet_ab_l3", "mgnet_ab", "mgiad_l3_c
                   "mgiad_c64_g8", "poly_mgnet_q2"]
 
 
+def set_tf32(enabled: bool) -> None:
+    """TF32 for fp32 matmuls and convolutions on CUDA (both switches, so the GEMM reference uses the same math)."""
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
+def device_name(dev: torch.device) -> str:
+    import platform
+
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or "cpu")
+
+
 def gemm_ceiling(device: torch.device, dtype: torch.dtype, sizes=(1024, 2048, 4096), steps: int = 3) -> float:
     """The best GFLOP/s of square matmuls (2 n^3 FLOPs) over ``sizes``.
 
@@ -70,12 +83,15 @@ def expand_models(patterns: list[str]) -> list[str]:
 
 def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_channels: int = 3, image_size: int = 32,
                 warmup: int = 2, steps: int = 5, channels_last: bool = True, amp: str = "off",
-                tuned_malloc: bool = True, fast_paths: bool = True, autotune: bool = True) -> dict[str, Any]:
+                tuned_malloc: bool = True, fast_paths: bool = True, autotune: bool = True, tf32: bool = False,
+                triton: bool = True) -> dict[str, Any]:
     from .models import count_parameters, create_model
 
     if tuned_malloc:
         perf.tune_allocator()
     dev = torch.device(device)
+    set_tf32(tf32)
+    perf.set_triton_conv(triton)
     torch.manual_seed(0)
     model = create_model(name, in_channels=in_channels).to(dev)
     x = torch.randn(batch_size, in_channels, image_size, image_size, device=dev)
@@ -122,10 +138,13 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
     train_flops = 3 * fwd_flops  # see the module docstring
     peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    plans = perf.conv_plans().values()
     return {
         "model": name, "params": count_parameters(model), "batch_size": batch_size, "device": str(dev),
-        "amp": amp, "channels_last": channels_last, "allocator": perf.allocator_state(), "fast_paths": fast_paths,
-        "autotune": autotune, "plans_not_stock": sum(p != perf.GROUPED for p in perf.conv_plans().values()),
+        "device_name": device_name(dev), "amp": amp, "tf32": tf32 and dev.type == "cuda",
+        "channels_last": channels_last, "allocator": perf.allocator_state(), "fast_paths": fast_paths,
+        "autotune": autotune, "triton": triton, "plans_not_stock": sum(p != perf.GROUPED for p in plans),
+        "plans_triton": sum(p[0] == "triton" for p in plans),
         "train_img_s": batch_size / t_train, "infer_img_s": batch_size / t_infer,
         "fwd_macs_per_img": fwd_flops / 2, "fwd_flops_per_img": fwd_flops, "train_flops_per_img": train_flops,
         "train_gflops": train_flops * batch_size / t_train / 1e9, "infer_gflops": fwd_flops * batch_size / t_infer / 1e9,
@@ -138,7 +157,8 @@ def run_bench(models: list[str], *, isolate: bool = True, **kw) -> dict[str, Any
         perf.tune_allocator()
     dev = torch.device(kw.get("device", "cpu"))
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(kw.get("amp", "off"), torch.float32)
-    ceiling = gemm_ceiling(dev, dtype)
+    set_tf32(kw.get("tf32", False))
+    ceiling = gemm_ceiling(dev, dtype)  # the device's GEMM at the models' dtype (and TF32 setting)
     rows = []
     for name in models:
         if isolate:
@@ -157,7 +177,8 @@ def run_bench(models: list[str], *, isolate: bool = True, **kw) -> dict[str, Any
             if ref in refs:
                 r[f"train_speed_vs_{ref}"] = r["train_img_s"] / refs[ref]["train_img_s"]
                 r[f"train_gflops_vs_{ref}"] = r["train_gflops"] / refs[ref]["train_gflops"]
-    return {"ceiling_gflops": ceiling, "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}
+    return {"ceiling_gflops": ceiling, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device_name": device_name(dev), "cuda": torch.version.cuda, "rows": rows}
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -178,9 +199,11 @@ def format_table(report: dict[str, Any]) -> str:
             f"{ratio(r, 'train_gflops_vs_resnet18')} | {ratio(r, 'train_speed_vs_resnet20')} | "
             f"{ratio(r, 'train_speed_vs_mgnet_ab')} | {r['peak_mem_mb']:.0f} |")
     first = report["rows"][0] if report["rows"] else {}
-    lines.append(f"settings: batch {first.get('batch_size')}, amp {first.get('amp')}, channels_last "
-                 f"{first.get('channels_last')}, allocator {first.get('allocator')}, fast paths "
-                 f"{first.get('fast_paths')}, conv autotune {first.get('autotune')}")
+    lines.append(f"settings: {first.get('device')} ({report.get('device_name')}), batch {first.get('batch_size')}, "
+                 f"amp {first.get('amp')}, tf32 {first.get('tf32')}, channels_last {first.get('channels_last')}, "
+                 f"allocator {first.get('allocator')}, fast paths {first.get('fast_paths')}, conv autotune "
+                 f"{first.get('autotune')}, triton kernel allowed {first.get('triton')} (chosen for "
+                 f"{sum(r.get('plans_triton', 0) for r in report['rows'])} conv shapes)")
     lines += _flops_criterion(report["rows"])
     return "\n".join(lines)
 

@@ -61,8 +61,8 @@ def cmd_params(args: argparse.Namespace) -> int:
     print(
         f"\n{len(checks)} rows: {sum(c.matches for c in checks)} match, {len(errors)} documented paper errors, "
         f"{len(mismatches)} mismatches. Counting rule: trainable parameters rounded half-up to thousands; "
-        "FashionMNIST rows use a 1-channel stem and leave out the classifier. Conventions, layouts and every paper error: "
-        "docs/weight-counts.md."
+        "FashionMNIST rows use a 1-channel stem and leave out the classifier. Conventions, layouts and every paper "
+        "error: docs/weight-counts.md."
     )
     if args.check and mismatches:
         for c in mismatches:
@@ -314,7 +314,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = run_bench(models, isolate=not args.no_isolate, device=args.device, batch_size=args.batch_size,
                        in_channels=args.in_channels, warmup=args.warmup, steps=args.steps,
                        channels_last=args.channels_last, amp=args.amp, tuned_malloc=not args.default_malloc,
-                       fast_paths=not args.reference, autotune=args.autotune)
+                       fast_paths=not args.reference, autotune=args.autotune, tf32=args.tf32, triton=args.triton)
     print(json.dumps(report) if args.json else format_table(report))
     return 0
 
@@ -444,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", action="store_true",
                    help="run the layers' straightforward implementations (mgcnn.perf.reference_mode), for A/B")
     p.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator settings alone, for A/B")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=False,
+                   help="TF32 for fp32 convolutions and matmuls on CUDA (the GEMM reference uses it too)")
+    p.add_argument("--triton", action=argparse.BooleanOptionalAction, default=True,
+                   help="let the planner use the Triton grouped-conv kernel on CUDA where it measures faster")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a test split")

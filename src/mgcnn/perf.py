@@ -140,6 +140,10 @@ def merge_groups(weight, groups: int, m: int):
 def grouped_conv(x, weight, plan: Plan, stride, padding, dilation, groups: int):
     """``F.conv2d(x, weight, None, stride, padding, dilation, groups)`` computed with ``plan`` (bias-free)."""
     kind, m = plan
+    if kind == "triton":
+        from .layers.triton_conv import grouped_conv3x3
+
+        return grouped_conv3x3(x, weight, stride, groups)
     if kind == "merge":
         return F.conv2d(x, merge_groups(weight, groups, m), None, stride, padding, dilation, groups // m)
     c_out, _, kh, kw = weight.shape
@@ -150,30 +154,54 @@ def grouped_conv(x, weight, plan: Plan, stride, padding, dilation, groups: int):
     return torch.stack(ys, dim=2).flatten(1, 2)  # (N, C_out, h, w)
 
 
-def _candidates(groups: int, in_per_group: int, out_per_group: int = 1) -> list[Plan]:
+_triton = {"enabled": os.environ.get("MGCNN_TRITON_CONV", "1") != "0"}
+
+
+def set_triton_conv(enabled: bool = True) -> None:
+    """Let the planner consider the Triton grouped-conv kernel on CUDA (default on; ``MGCNN_TRITON_CONV=0`` off)."""
+    _triton["enabled"] = bool(enabled)
+
+
+def triton_conv_enabled() -> bool:
+    return _triton["enabled"]
+
+
+def _candidates(groups: int, in_per_group: int, out_per_group: int = 1, triton_ok: bool = False) -> list[Plan]:
     out, m = [GROUPED], 2
     while m <= groups and groups % m == 0 and m * in_per_group <= _MAX_MERGED_CHANNELS:
         out.append(("merge", m))
         m *= 2
     if in_per_group == 1 and out_per_group > 1:
         out.append(("split", out_per_group))
+    if triton_ok:
+        out.append(("triton", 1))
     return out
 
 
 def median_time(fn: Callable[[], object], device: torch.device, warmup: int, steps: int) -> float:
-    """Median seconds of ``steps`` calls of ``fn`` after ``warmup`` calls (CUDA is synchronised around each)."""
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    """Median seconds of ``steps`` calls of ``fn`` after ``warmup`` calls.
 
+    On CUDA each call is timed with CUDA events recorded on the current stream around it (kernel launches are
+    asynchronous: a host clock would time the launches, not the work), synchronising once per call.
+    """
+    device = torch.device(device)
     for _ in range(warmup):
         fn()
-    sync()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        times = []
+        for _ in range(steps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        return statistics.median(times)
     times = []
     for _ in range(steps):
         t = time.perf_counter()
         fn()
-        sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -190,14 +218,20 @@ def plan_grouped_conv(x, conv) -> Plan:
         return GROUPED  # autotuning off means the stock kernels, whatever was planned before
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
     key = (x.device.type, str(x.dtype), x.is_contiguous(memory_format=torch.channels_last), tuple(x.shape),
-           tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, groups, needs_grad)
+           tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, groups, needs_grad, _triton["enabled"],
+           torch.is_autocast_enabled(x.device.type))
     plan = _plans.get(key)
     if plan is not None or torch.compiler.is_compiling():
         return plan or GROUPED
     xs = x.detach().clone().requires_grad_(needs_grad)
     w0 = conv.weight.detach().clone().requires_grad_(needs_grad)
     best, best_t = GROUPED, None
-    for cand in _candidates(groups, conv.weight.shape[1], conv.weight.shape[0] // groups):
+    triton_ok = False
+    if _triton["enabled"] and x.is_cuda and x.is_contiguous(memory_format=torch.channels_last):
+        from .layers.triton_conv import supported
+
+        triton_ok = supported(x, conv.weight, conv.stride, conv.padding, conv.dilation, groups)
+    for cand in _candidates(groups, conv.weight.shape[1], conv.weight.shape[0] // groups, triton_ok):
         def run(cand=cand):
             with torch.set_grad_enabled(needs_grad):
                 y = grouped_conv(xs, w0, cand, conv.stride, conv.padding, conv.dilation, groups)

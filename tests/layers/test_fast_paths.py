@@ -97,11 +97,11 @@ def conv_plans(request, monkeypatch):
 
 @pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "nchw"])
 @pytest.mark.parametrize("key", list(SMALL))
-def test_fast_paths_match_the_reference_model(key, channels_last, conv_plans):
+def test_fast_paths_match_the_reference_model(key, channels_last, conv_plans, device):
     torch.manual_seed(0)
-    model = _build(key).double().train()
-    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
-    y = torch.randint(0, 10, (4,))
+    model = _build(key).double().train().to(device)
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64, device=device)
+    y = torch.randint(0, 10, (4,), device=device)
     if channels_last:
         model, x = model.to(memory_format=CL), x.contiguous(memory_format=CL)
     state = {k: v.clone() for k, v in model.state_dict().items()}  # BN running stats move in train mode

@@ -13,9 +13,9 @@ def _input(in_channels: int = 3, n: int = 2, size: int = 8) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_forward_backward_and_gradients(name):
-    model = mgcnn.create_model(name)
-    x = _input()
+def test_forward_backward_and_gradients(name, device):
+    model = mgcnn.create_model(name).to(device)
+    x = _input().to(device)
     out = model(x)
     assert out.shape == (2, 10)
     assert torch.isfinite(out).all()
@@ -33,19 +33,19 @@ def test_forward_backward_and_gradients(name):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_num_classes_in_channels_and_seed_determinism(name):
+def test_num_classes_in_channels_and_seed_determinism(name, device):
     torch.manual_seed(123)
-    a = mgcnn.create_model(name, num_classes=7, in_channels=1).eval()
+    a = mgcnn.create_model(name, num_classes=7, in_channels=1).eval().to(device)
     torch.manual_seed(123)
-    b = mgcnn.create_model(name, num_classes=7, in_channels=1).eval()
-    x = _input(in_channels=1, n=3)
+    b = mgcnn.create_model(name, num_classes=7, in_channels=1).eval().to(device)
+    x = _input(in_channels=1, n=3).to(device)
     with torch.no_grad():
         ya, yb = a(x), b(x)
     assert ya.shape == (3, 7)
     assert torch.equal(ya, yb)
     assert a.get_classifier().out_features == 7
     a.reset_classifier(4)
-    assert a(x).shape == (3, 4)
+    assert a.to(device)(x).shape == (3, 4)
 
 
 def test_level1_transfer_can_be_dropped():

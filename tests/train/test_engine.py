@@ -20,6 +20,7 @@ from mgcnn.train import (
     lr_factor,
     train,
 )
+from mgcnn.train.engine import resolve_device
 from mgcnn.train.checkpoint import save_checkpoint
 from tests.helpers import write_cifar
 
@@ -38,8 +39,8 @@ def tiny(data_root, out, **kw):
     return TrainConfig(**{**TINY, "data_dir": str(data_root), "out": str(out), **kw})
 
 
-def test_run_directory_contents(data_root, tmp_path):
-    res = train(tiny(data_root, tmp_path / "run"), progress=False, log=lambda s: None)
+def test_run_directory_contents(data_root, tmp_path, device):
+    res = train(tiny(data_root, tmp_path / "run", device=device), progress=False, log=lambda s: None)
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == sorted(
         ["config.yaml", "metrics.jsonl", "result.json", "env.json", "checkpoint.pt", ".lock"])
@@ -54,7 +55,8 @@ def test_run_directory_contents(data_root, tmp_path):
     assert result["params"] == res.params and 0 <= result["test_acc"] <= 100
     assert yaml.safe_load((run / "config.yaml").read_text())["model_kwargs"]["group_size"] == 2
     env = json.loads((run / "env.json").read_text())
-    assert env["torch"] == torch.__version__ and "git_commit" in env and env["device"] == "cpu"
+    assert env["torch"] == torch.__version__ and "git_commit" in env
+    assert env["device"] == str(resolve_device(device))
 
 
 def test_refuses_to_overwrite_a_run_unless_asked(data_root, tmp_path):
@@ -69,10 +71,11 @@ def test_refuses_to_overwrite_a_run_unless_asked(data_root, tmp_path):
         train(tiny(data_root, tmp_path / "empty"), resume=True, progress=False, log=lambda s: None)
 
 
-def test_resume_is_bitwise_exact(data_root, tmp_path):
-    straight = tiny(data_root, tmp_path / "a", deterministic=True, schedule="onecycle", warmup_epochs=0.5)
+def test_resume_is_bitwise_exact(data_root, tmp_path, device):
+    kw = dict(deterministic=True, schedule="onecycle", warmup_epochs=0.5, device=device)
+    straight = tiny(data_root, tmp_path / "a", **kw)
     train(straight, progress=False, log=lambda s: None)
-    split = tiny(data_root, tmp_path / "b", deterministic=True, schedule="onecycle", warmup_epochs=0.5)
+    split = tiny(data_root, tmp_path / "b", **kw)
     assert train(split, stop_after=1, progress=False, log=lambda s: None) is None
     assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
     with pytest.raises(RunDirectoryError, match="unfinished run"):

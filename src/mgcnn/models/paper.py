@@ -1,13 +1,12 @@
 """The papers' tables as data: every row's configuration, reported #weights and accuracies.
 
-Sources: the MGiaD paper (shared/papers/mgiad-paper.txt, Tables I-IX) and, for Poly-MgNet, whose tables were not
-available, the counts of the authors' released code; for He & Xu's original MgNet, the counts of their released
-code. Rows whose printed count cannot be reproduced by any
-consistent convention carry ``known_error`` with the reason (docs/weight-counts.md, "Paper errors"); they are listed,
-not forced to match.
+Sources: the MGiaD paper (Tables I-IX) and, for Poly-MgNet, whose tables were not available, the counts of the
+authors' released code; for He & Xu's original MgNet, the counts of their released code. Rows whose printed count
+cannot be reproduced by any consistent convention carry ``known_error`` with the reason (docs/weight-counts.md,
+"Paper errors"); they are listed, not forced to match.
 
-Counting rule per dataset (docs/weight-counts.md, "Counting rule"): CIFAR rows count the classifier; FashionMNIST rows use a
-1-channel stem and do not count the classifier.
+Counting rule per dataset (docs/weight-counts.md, "Counting rule"): CIFAR rows count the classifier; FashionMNIST
+rows use a 1-channel stem and do not count the classifier.
 """
 
 from __future__ import annotations
@@ -175,7 +174,8 @@ MGIAD_ROWS: list[PaperRow] = [
 
 def _s(label: str, model: str, exact: int) -> PaperRow:
     return PaperRow("Poly-MgNet code", "7", label, model, _C10, round_thousands(exact), reported_exact=exact,
-                    note="count of the released Poly-MgNet code (vanbetteray/Poly-MgNet); the paper's tables were not available")
+                    note="count of the released Poly-MgNet code (vanbetteray/Poly-MgNet); the paper's tables were not "
+                         "available")
 
 
 _QUAD_NOTE = "+1 learnable b per level over the released code (which keeps b = 0)"
