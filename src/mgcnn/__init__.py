@@ -1,6 +1,9 @@
 """mgcnn: multigrid-inspired convolutional networks (ResNet, MgNet, MGIC, MGiaD, Poly-MgNet) in PyTorch."""
 
-from .models import (
+__version__ = "0.2.0"
+
+from .hub import load_model, transforms_for  # noqa: E402
+from .models import (  # noqa: E402
     UnknownModelError,
     count_parameters,
     create_model,
@@ -9,14 +12,14 @@ from .models import (
     register_model,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
     "UnknownModelError",
     "__version__",
     "count_parameters",
     "create_model",
     "list_models",
+    "load_model",
     "model_info",
     "register_model",
+    "transforms_for",
 ]

@@ -178,16 +178,59 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Evaluate a checkpoint on a test split."""
+    """Evaluate a checkpoint on a test split: top-1 (and top-5), optionally per class with a confusion matrix."""
     import json
+    from pathlib import Path
 
     from .train import evaluate_checkpoint
 
     res = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device)
-    print(json.dumps(res))
-    print(f"{res['model']} (epoch {res['epoch']}) on {res['dataset']}: test accuracy {res['test_acc']:.2f}% "
+    files = []
+    if args.per_class:
+        out = Path(args.out or Path(args.checkpoint).parent)
+        files = write_confusion(res, out)
+    if args.json:
+        print(json.dumps({**res, "files": [str(f) for f in files]}))
+        return 0
+    top5 = f", top-5 {res['test_top5']:.2f}%" if len(res["classes"]) > 10 or args.per_class else ""
+    print(f"{res['model']} (epoch {res['epoch']}) on {res['dataset']}: test accuracy {res['test_acc']:.2f}%{top5} "
           f"over {res['n']:,} images")
+    if args.per_class:
+        width = max(len(c) for c in res["classes"])
+        for name, acc in zip(res["classes"], res["per_class_acc"]):
+            print(f"  {name:<{width}}  {acc:6.2f}%")
+        print("wrote " + ", ".join(str(f) for f in files))
     return 0
+
+
+def write_confusion(res: dict, out) -> list:
+    """``confusion.csv`` (rows: true class, columns: predicted), ``per_class.csv`` and, with matplotlib,
+    ``confusion.png`` under ``out``."""
+    import csv
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    classes = res["classes"]
+    with open(out / "confusion.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["true \\ predicted", *classes])
+        for name, row in zip(classes, res["confusion"]):
+            w.writerow([name, *row])
+    with open(out / "per_class.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["class", "accuracy_percent", "samples"])
+        for name, acc, row in zip(classes, res["per_class_acc"], res["confusion"]):
+            w.writerow([name, f"{acc:.4f}", sum(row)])
+    files = [out / "confusion.csv", out / "per_class.csv"]
+    from .analysis.plots import PlotsUnavailable, plot_confusion
+
+    try:
+        files.append(plot_confusion(res["confusion"], classes, out / "confusion.png",
+                                    title=f"{res['model']} on {res['dataset']}: {res['test_acc']:.2f}%"))
+    except PlotsUnavailable as e:
+        print(f"note: no confusion.png: {e}", file=sys.stderr)
+    return files
 
 
 SMOOTHING_FACTOR_TEXT = (
@@ -300,7 +343,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = aggregate(runs, study)
     paths = write_report(rows, args.out or args.dir, title=args.title or (study.name if study else str(args.dir)))
     print(paths["md"].read_text())
-    print(f"wrote {paths['csv']}, {paths['md']}, {paths['plot']}")
+    plot = paths["plot"] or "no plot (matplotlib is not installed: pip install 'mgcnn[plots]')"
+    print(f"wrote {paths['csv']}, {paths['md']}, {plot}")
     return 0
 
 
@@ -376,9 +420,55 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Loss, accuracy and lr curves of one or several runs (their metrics.jsonl) in one PNG."""
+    import json
+    from pathlib import Path
+
+    from .analysis.plots import plot_runs
+
+    runs = {}
+    for run in args.runs:
+        path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
+        if not path.is_file():
+            raise FileNotFoundError(f"{run}: no metrics.jsonl (pass run directories written by mgcnn train)")
+        records = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        if not records:
+            raise ValueError(f"{path} holds no finished epoch yet")
+        runs[Path(run).name if Path(run).is_dir() else str(run)] = records
+    out = plot_runs(runs, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a run's weights as model.safetensors + config.json (loadable without pickle)."""
+    from pathlib import Path
+
+    from .hub import export
+
+    out = export(args.run, args.out or Path(args.run) / "export", format=args.format)
+    print(f"wrote {out}/model.safetensors and {out}/config.json; load with mgcnn.load_model({str(out)!r})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="mgcnn", description="Multigrid-inspired CNNs: build, count, train, analyse.")
+    parser.add_argument("--version", action="version", version=f"mgcnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("plot", help="loss, accuracy and lr curves of one or several runs as a PNG")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or metrics.jsonl files)")
+    p.add_argument("--out", default="curves.png", help="PNG to write (default: curves.png)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("export", help="a run's weights as model.safetensors + config.json (no pickle to load)")
+    p.add_argument("run", help="run directory or checkpoint")
+    p.add_argument("--out", help="output folder (default: RUN/export)")
+    p.add_argument("--format", default="safetensors", choices=["safetensors"])
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("params", help="paper #weights vs ours for every paper-table row")
     p.add_argument("--check", action="store_true", help="exit non-zero on any mismatch that is not a known paper error")
@@ -452,6 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a test split")
     p.add_argument("checkpoint")
+    p.add_argument("--per-class", action="store_true",
+                   help="per-class accuracy and the confusion matrix (CSV, and PNG with matplotlib)")
+    p.add_argument("--out", help="folder for the --per-class files (default: the checkpoint's folder)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable) instead of text")
     p.add_argument("--dataset", choices=["cifar10", "cifar100", "fashion-mnist"])
     p.add_argument("--data-dir")
     p.add_argument("--device", default="auto")
@@ -479,6 +573,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (DatasetNotFoundError, DatasetCorruptError, DownloadError, RunDirectoryError, CheckpointError,
             FileNotFoundError, ValueError) as e:
+        print(f"mgcnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:  # an optional extra that is not installed (plots, tensorboard, slurm)
         print(f"mgcnn {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # no space left, permission denied, read-only file system, ...

@@ -214,16 +214,17 @@ def test_hexu_mgnet_forward_by_hand_with_norm_and_relu():
 
     f = F.relu(bn(model.stem[1], conv(model.stem[0].weight, x)))
     u = torch.zeros_like(f)  # u_1 = 0
+    A_prev = None  # the previous level's A
     for k, level in enumerate(model.levels):
         sm = level.smoother
         if k > 0:  # u = relu(bn(Pi u)), f = relu(bn(R(f - A_old u))) + A u
-            r = f - conv(A_old, u)
+            r = f - conv(A_prev, u)
             u = F.relu(bn(level.Pi[1], conv(level.Pi[0].weight, u, stride=2)))
             f = F.relu(bn(level.R[1], conv(level.R[0].weight, r, stride=2))) + conv(sm.A.weight, u)
         for i, step in enumerate(sm.steps):  # u <- u + relu(bn(B relu(bn(f - A u))))
             t = F.relu(bn(step.norm1, f - conv(sm.A.weight, u)))
             u = u + F.relu(bn(step.norm2, conv(sm.B[i % len(sm.B)].weight, t)))
-        A_old = sm.A.weight
+        A_prev = sm.A.weight
     logits = F.linear(u.mean((2, 3)), model.fc.weight, model.fc.bias)
     with torch.no_grad():
         torch.testing.assert_close(model(x), logits, rtol=1e-10, atol=1e-10)

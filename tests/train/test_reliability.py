@@ -16,22 +16,11 @@ from mgcnn.fileio import DirectoryLock, atomic_write_text
 from mgcnn.train import CheckpointError, RunDirectoryError, TrainConfig, TrainingDivergedError, load_checkpoint, train
 from mgcnn.train.engine import RunLockedError, available_cpus
 from tests.helpers import write_cifar
+from tests.train.conftest import TINY, tiny
 
-TINY = dict(model="mgiad", model_kwargs={"widths": [8, 16], "coarse_channels": 4, "group_size": 2},
-            dataset="cifar10", batch_size=16, eval_batch_size=32, epochs=2, lr=0.05, schedule="cosine", threads=1)
 TINY_ARGS = ["--dataset", "cifar10", "--model", "mgiad", "--model-arg", "widths=[8, 16]", "--model-arg",
              "coarse_channels=4", "--model-arg", "group_size=2", "--batch-size", "16", "--threads", "1"]
 quiet = dict(progress=False, log=lambda s: None)
-
-
-@pytest.fixture()
-def data_root(tmp_path, monkeypatch):
-    write_cifar(tmp_path / "data", n_train=64, n_test=32, monkeypatch=monkeypatch)
-    return tmp_path / "data"
-
-
-def tiny(data_root, out, **kw):
-    return TrainConfig(**{**TINY, "data_dir": str(data_root), "out": str(out), **kw})
 
 
 def printed_config(capsys, *args) -> dict:
@@ -150,7 +139,8 @@ def test_a_non_finite_model_is_never_saved(data_root, tmp_path, monkeypatch):
     with pytest.raises(TrainingDivergedError, match="non-finite values in .*running_var.*after epoch 1\\) is kept"):
         train(tiny(data_root, run, epochs=3), resume=True, **quiet)
     assert (run / "checkpoint.pt").read_bytes() == good
-    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: (float("nan"), 10.0))
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: engine.EvalResult(float("nan"), 10.0, 50.0,
+                                                                               torch.zeros(10, 10), 32))
     with pytest.raises(TrainingDivergedError, match="test loss nan"):
         train(tiny(data_root, run, epochs=3), resume=True, **quiet)
     assert (run / "checkpoint.pt").read_bytes() == good
@@ -197,7 +187,7 @@ def test_checkpoints_missing_keys_or_not_fitting_the_model_are_one_clear_line(da
 def test_a_locked_run_directory_is_not_touched(data_root, tmp_path):
     run = tmp_path / "run"
     train(tiny(data_root, run, epochs=1), **quiet)
-    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"}
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock" and p.is_file()}
     holder = DirectoryLock(run)
     assert holder.acquire()
     try:
@@ -207,7 +197,7 @@ def test_a_locked_run_directory_is_not_touched(data_root, tmp_path):
             train(tiny(data_root, run, epochs=1), overwrite=True, **quiet)
     finally:
         holder.release()
-    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == before
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock" and p.is_file()} == before
 
 
 def test_sweep_skips_runs_locked_by_another_process(data_root, tmp_path):

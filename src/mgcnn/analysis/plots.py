@@ -12,9 +12,15 @@ from torch import Tensor
 from .roots import residual_polynomial
 
 
-def _plt():
-    import matplotlib
+class PlotsUnavailable(ImportError):
+    """matplotlib is not installed (it is the optional ``plots`` extra)."""
 
+
+def _plt():
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotsUnavailable("plotting needs matplotlib: pip install 'mgcnn[plots]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -113,4 +119,59 @@ def plot_q_surface(eigs: Tensor, roots: Tensor, path: str | Path, *, title: str 
     fig = q_surface_figure(eigs, roots, title=title, clip=clip)
     fig.savefig(path, dpi=120)
     _plt().close(fig)
+    return Path(path)
+
+
+def plot_confusion(confusion, classes: list[str], path: str | Path, *, title: str = "") -> Path:
+    """The confusion matrix as row-normalised percentages (rows: true class), with the counts' diagonal visible."""
+    plt = _plt()
+    m = np.asarray(confusion, dtype=np.float64)
+    rows = m.sum(1, keepdims=True)
+    pct = 100.0 * m / np.where(rows == 0, 1, rows)
+    n = len(classes)
+    size = min(max(5.0, 0.45 * n + 2), 24)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
+    fig.colorbar(im, ax=ax, shrink=0.8).set_label("% of the true class")
+    if n <= 20:
+        ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(n), classes, fontsize=8)
+        for i in range(n):
+            for j in range(n):
+                if pct[i, j] >= 0.5:
+                    ax.text(j, i, f"{pct[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if pct[i, j] > 60 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(_wrap(title, 70), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_runs(runs: dict[str, list[dict]], path: str | Path) -> Path:
+    """Training curves of one or several runs (``{label: metrics.jsonl records}``): loss, accuracy, lr by epoch."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for i, (label, hist) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        ep = [h["epoch"] for h in hist]
+        axes[0].plot(ep, [h["train_loss"] for h in hist], color=color, ls="--", label=f"{label} train")
+        axes[0].plot(ep, [h["test_loss"] for h in hist], color=color, label=f"{label} test")
+        axes[1].plot(ep, [h["train_acc"] for h in hist], color=color, ls="--", label=f"{label} train")
+        axes[1].plot(ep, [h["test_acc"] for h in hist], color=color, label=f"{label} test")
+        if any("val_acc" in h for h in hist):
+            axes[1].plot([h["epoch"] for h in hist if "val_acc" in h], [h["val_acc"] for h in hist if "val_acc" in h],
+                         color=color, ls=":", label=f"{label} val")
+        axes[2].plot(ep, [h["lr"] for h in hist], color=color, label=label)
+    for ax, name in zip(axes, ("loss", "accuracy (%)", "learning rate (end of epoch)")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
     return Path(path)

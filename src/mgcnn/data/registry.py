@@ -1,4 +1,4 @@
-"""Where datasets live, which files make them, and their official checksums (shared/data/README.md)."""
+"""Where datasets live, which files make them, their official checksums and class names."""
 
 from __future__ import annotations
 
@@ -27,6 +27,13 @@ class DatasetSpec:
     std: tuple[float, ...]
     files: tuple[FileSpec, ...]
     how_to_get: str
+    classes: tuple[str, ...] = ()  # class names in label order
+    raw_size: int = 32  # the stored images' side before our padding
+
+    @property
+    def padding(self) -> int:
+        """Zero border added on each side of the stored images (FashionMNIST: 28 -> 32 needs 2)."""
+        return (self.image_size - self.raw_size) // 2
 
 
 _FM_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -49,6 +56,8 @@ FASHION_MNIST = DatasetSpec(
     ),
     how_to_get="`mgcnn train --download ...`, or `apt-get install dataset-fashion-mnist` (installs into "
     "/usr/share/datasets/fashion-mnist), or the four *-ubyte.gz files from " + _FM_URL,
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    raw_size=28,
 )
 FASHION_MNIST_GZ_MD5 = {
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -68,6 +77,7 @@ CIFAR10 = DatasetSpec(
                     170498071),),
     how_to_get="`mgcnn train --download ...`, or cifar-10-python.tar.gz from " + _CIFAR_URL + " (or its extracted "
     "cifar-10-batches-py/ folder)",
+    classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
 )
 CIFAR10_MEMBER_MD5 = {
     "data_batch_1": "c99cafc152244af753f735de768cd75f",
@@ -88,6 +98,14 @@ CIFAR100 = DatasetSpec(
                     _CIFAR_URL + "cifar-100-python.tar.gz", 169001437),),
     how_to_get="`mgcnn train --download ...`, or cifar-100-python.tar.gz from " + _CIFAR_URL + " (or its extracted "
     "cifar-100-python/ folder)",
+    classes=tuple(
+        "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can "
+        "castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin "
+        "elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster "
+        "man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck "
+        "pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk "
+        "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger "
+        "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm".split()),
 )
 CIFAR100_MEMBER_MD5 = {
     "train": "16019d7e3df5f24257cddd939b257f8d",

@@ -120,7 +120,9 @@ def resolve_config(fields: dict[str, Any]) -> TrainConfig:
 
 # Fields that say where or how fast a run happens, not what it computes: left out of the run's identity, so the same
 # experiment maps to the same directory on any machine.
-HASH_EXCLUDE = ("out", "data_dir", "download", "threads")
+HASH_EXCLUDE = ("out", "data_dir", "download", "threads", "log_every_steps", "tensorboard")
+# Fields added after runs were hashed: left out while at these defaults, so existing run ids stay valid.
+HASH_OMIT_AT_DEFAULT = {"val_fraction": 0.0}
 
 
 def config_hash(cfg: TrainConfig | dict[str, Any], *, ignore_seed: bool = False) -> str:
@@ -128,6 +130,9 @@ def config_hash(cfg: TrainConfig | dict[str, Any], *, ignore_seed: bool = False)
     d = cfg.to_dict() if isinstance(cfg, TrainConfig) else dict(cfg)
     for key in HASH_EXCLUDE + (("seed",) if ignore_seed else ()):
         d.pop(key, None)
+    for key, default in HASH_OMIT_AT_DEFAULT.items():
+        if d.get(key, default) == default:
+            d.pop(key, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

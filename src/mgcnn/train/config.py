@@ -58,7 +58,11 @@ class TrainConfig:
     sync_bn: bool = False
     eval_batch_size: int = 1000
     out: str | None = None  # run directory; default runs/<model>-<dataset>-s<seed>
-    threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
+    threads: int | None = None  # torch intra-op threads on CPU (None: the CPUs this process may use)
+    # A fixed (seed-independent) random part of the training set held out for validation; "best" is selected on it.
+    val_fraction: float = 0.0
+    log_every_steps: int = 0  # also record loss and lr every N steps in steps.jsonl (and TensorBoard); 0: off
+    tensorboard: bool = True  # write TensorBoard event files to RUN/tb when the tensorboard package is installed
 
     def validate(self) -> TrainConfig:
         """Check every field's type and range (converting numbers written as strings, e.g. YAML's ``1e-3``);
@@ -83,6 +87,8 @@ class TrainConfig:
         _check_range("label_smoothing", self.label_smoothing, lo=0.0, hi=1.0, hi_open=True)
         _check_range("crop_padding", self.crop_padding, lo=0)
         _check_range("seed", self.seed, lo=0)
+        _check_range("val_fraction", self.val_fraction, lo=0.0, hi=0.5)
+        _check_range("log_every_steps", self.log_every_steps, lo=0)
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=true needs momentum > 0 (SGD's rule); set nesterov: false or a momentum")
         _check_model(self.model, self.model_kwargs)

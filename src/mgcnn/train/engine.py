@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from torch import nn
 from .. import __version__
 from ..data import DeviceLoader, download_dataset, load_dataset
 from ..data.registry import data_roots
+from ..hub import pretrained_cfg
 from ..fileio import LOCK_NAME, DirectoryLock, atomic_write_text, remove_stale_parts
 from ..models import count_parameters, create_model
 from ..perf import allocator_state, conv_autotune_enabled, set_conv_autotune, tune_allocator
@@ -92,11 +94,15 @@ class RunResult:
     train_acc: float
     test_loss: float
     test_acc: float
-    best_test_acc: float
+    best_test_acc: float  # test accuracy at best_epoch
     seconds: float
     images_per_sec: float
     world_size: int
     seed: int
+    test_top5: float | None = None
+    val_acc: float | None = None  # final accuracy on the held-out validation part (val_fraction > 0)
+    best_epoch: int | None = None  # the epoch "best" refers to, chosen on val_acc if there is a validation split
+    best_selected_on: str = "test"  # "val" or (without a validation split) "test"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,29 +135,62 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
-def _git_commit() -> str | None:
+def package_source() -> dict[str, Any]:
+    """The git commit and dirty flag of the checkout this package is imported from, or None for both when it is not
+    imported from its own checkout (a wheel install, or an install inside some other repository)."""
+    pkg = Path(__file__).resolve().parents[1]  # .../mgcnn
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=pkg, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    # our own checkout: the repository root holds the pyproject.toml of mgcnn, and this package under src/
+    if not top or (Path(top) / "src" / "mgcnn").resolve() != pkg or 'name = "mgcnn"' not in _read(
+            Path(top) / "pyproject.toml"):
+        return {"git_commit": None, "git_dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": None if status is None else bool(status)}
+
+
+def _read(path: Path) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+        return path.read_text()
+    except OSError:
+        return ""
 
 
-def environment(device: torch.device, world_size: int) -> dict[str, Any]:
+def environment(device: torch.device, world_size: int, data=None) -> dict[str, Any]:
+    """Provenance of a run (``env.json``): when, how, with which code, software, hardware and data files."""
+    from ..data import registry
+
+    files = None
+    if data is not None:
+        spec = data.spec
+        md5 = {f.name: f.md5 for f in spec.files}
+        md5.update(getattr(registry, {"cifar10": "CIFAR10_MEMBER_MD5", "cifar100": "CIFAR100_MEMBER_MD5"}.get(
+            spec.name, ""), {}) or {})
+        files = {"source": data.source, "md5": md5}
     return {
+        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv,
         "mgcnn": __version__,
+        **package_source(),
         "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "cuda": torch.version.cuda,
         "threads": torch.get_num_threads(),
         "world_size": world_size,
         "allocator": allocator_state(),
-        "git_commit": _git_commit(),
+        "data_files": files,
     }
 
 
@@ -159,6 +198,7 @@ def resume_changes(saved: dict[str, Any], cfg: TrainConfig) -> dict[str, tuple[A
     """The fields ``cfg`` changes relative to a checkpoint's config: {field: (saved, new)}; raises for fields a
     resume cannot change, naming the ones it can."""
     now = cfg.to_dict()
+    saved = {**TrainConfig().to_dict(), **saved}  # fields added since the checkpoint was written: their defaults
     changed = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
     fixed = {k: d for k, d in changed.items() if k not in RESUME_MUTABLE}
     if fixed:
@@ -256,19 +296,115 @@ def _reduce(t: torch.Tensor, distributed: bool) -> torch.Tensor:
     return t
 
 
+@dataclass
+class EvalResult:
+    """Loss, top-1/top-5 accuracy (percent) and the confusion matrix (rows: true class, columns: predicted)."""
+
+    loss: float
+    acc: float
+    top5: float
+    confusion: torch.Tensor  # (num_classes, num_classes) int64 counts
+    n: int
+
+    @property
+    def per_class(self) -> torch.Tensor:
+        """Accuracy of each true class in percent (NaN for a class with no sample)."""
+        counts = self.confusion.sum(1).double()
+        return 100.0 * self.confusion.diag().double() / counts
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DeviceLoader, autocast, distributed: bool = False) -> tuple[float, float]:
-    """(mean loss, accuracy in percent) over the whole split (exact under sharding: sums are all-reduced)."""
+def evaluate(model: nn.Module, loader: DeviceLoader, autocast, distributed: bool = False,
+             num_classes: int | None = None) -> EvalResult:
+    """Metrics over the whole split, exact under sharding: sums and the confusion matrix are all-reduced."""
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=loader.device)  # loss, correct, count
+    sums = torch.zeros(4, dtype=torch.float64, device=loader.device)  # loss, top-1 correct, top-5 correct, count
+    confusion = None
     for x, y in loader:
         with autocast():
             logits = model(x)
+        k = logits.shape[1]
+        if confusion is None:
+            confusion = torch.zeros(num_classes or k, num_classes or k, dtype=torch.int64, device=loader.device)
         sums[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
-        sums[1] += (logits.argmax(1) == y).sum()
-        sums[2] += len(y)
-    loss_sum, correct, n = _reduce(sums, distributed).tolist()
-    return loss_sum / max(n, 1), 100.0 * correct / max(n, 1)
+        pred = logits.argmax(1)
+        sums[1] += (pred == y).sum()
+        sums[2] += (logits.topk(min(5, k), dim=1).indices == y[:, None]).any(1).sum()
+        sums[3] += len(y)
+        confusion += torch.bincount(y * confusion.shape[0] + pred, minlength=confusion.numel()).view_as(confusion)
+    if confusion is None:
+        confusion = torch.zeros(num_classes or 1, num_classes or 1, dtype=torch.int64, device=loader.device)
+    if distributed:
+        dist.all_reduce(confusion)
+    loss_sum, correct, correct5, n = _reduce(sums, distributed).tolist()
+    n1 = max(n, 1)
+    return EvalResult(loss_sum / n1, 100.0 * correct / n1, 100.0 * correct5 / n1, confusion.cpu(), int(n))
+
+
+VAL_SPLIT_SEED = 20240601  # the validation split is the same for every run seed: one held-out set per dataset
+
+
+def validation_split(n: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(training indices, validation indices) of a training set of ``n`` samples: a fixed random ``fraction``
+    held out (None without one). Sorted, disjoint, and the same in every run and process."""
+    if fraction <= 0:
+        return torch.arange(n), None
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
+    n_val = max(1, round(fraction * n))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The epoch whose model is "best": highest validation accuracy if there is a validation split, else (as the
+    papers report) highest test accuracy. Ties go to the earlier epoch."""
+    key = "val_acc" if "val_acc" in history[-1] else "test_acc"
+    return max(history, key=lambda h: (h[key], -h["epoch"]))
+
+
+class RunLogger:
+    """Per-step records (``steps.jsonl``, every ``log_every_steps``) and TensorBoard event files (``RUN/tb``, when
+    the ``tensorboard`` package is installed and ``cfg.tensorboard``). Rank 0 only; a resumed run drops the records
+    of the epochs after its checkpoint, which a kill left behind."""
+
+    def __init__(self, run_dir: Path | None, cfg: TrainConfig, start_epoch: int, say: Callable[[str], None]):
+        self.every = cfg.log_every_steps if run_dir is not None else 0
+        self.steps_path = None if run_dir is None else run_dir / "steps.jsonl"
+        self.tb = None
+        if self.steps_path is not None and self.steps_path.exists():
+            keep = [line for line in self.steps_path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["epoch"] <= start_epoch]
+            atomic_write_text(self.steps_path, "".join(line + "\n" for line in keep))
+        if run_dir is not None and cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # optional: pip install 'mgcnn[tensorboard]'
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch + 1 if start_epoch else None)
+        self._fh = open(self.steps_path, "a") if self.every else None
+
+    def step(self, step: int, epoch: int, loss: float, lr: float) -> None:
+        record = {"step": step, "epoch": epoch, "loss": loss, "lr": lr,
+                  "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()
+        if self.tb is not None:
+            self.tb.add_scalar("step/loss", loss, step)
+            self.tb.add_scalar("step/lr", lr, step)
+
+    def epoch(self, h: dict[str, Any]) -> None:
+        if self.tb is not None:
+            for key in ("train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "val_loss", "val_acc", "lr",
+                        "images_per_sec"):
+                if key in h:
+                    self.tb.add_scalar(f"epoch/{key}", h[key], h["epoch"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 def _run_images(history: list[dict[str, Any]]) -> float:
@@ -420,13 +556,18 @@ def train(
             _on_rank0(lambda: download_dataset(cfg.dataset, data_roots(cfg.data_dir)[0]), is_main, distributed)
         data = load_dataset(cfg.dataset, cfg.data_dir, verify=cfg.verify_data)
         spec = data.spec
-        train_x, train_y = _subset(data.train_images, data.train_labels, cfg.train_subset, shuffle=True)
+        train_idx, val_idx = validation_split(len(data.train_labels), cfg.val_fraction)
+        train_x, train_y = _subset(data.train_images[train_idx], data.train_labels[train_idx], cfg.train_subset,
+                                   shuffle=True)
         test_x, test_y = _subset(data.test_images, data.test_labels, cfg.test_subset, shuffle=False)
         common = dict(mean=spec.mean, std=spec.std, device=device, channels_last=cfg.channels_last, rank=rank,
                       world_size=world_size)
         train_loader = DeviceLoader(train_x, train_y, cfg.batch_size, train=True, seed=cfg.seed,
                                     crop_padding=cfg.crop_padding, flip=cfg.flip, **common)
         test_loader = DeviceLoader(test_x, test_y, cfg.eval_batch_size * world_size, train=False, **common)
+        val_loader = None if val_idx is None else DeviceLoader(
+            data.train_images[val_idx], data.train_labels[val_idx], cfg.eval_batch_size * world_size, train=False,
+            **common)
         if len(train_loader) == 0:
             raise ValueError(f"the training set has {len(train_y)} samples, fewer than one batch of {cfg.batch_size}")
 
@@ -474,7 +615,7 @@ def train(
                 _check_config_file(run_dir / "config.yaml", state["config"], say)
         if is_main:
             save_yaml(cfg, run_dir / "config.yaml")
-            atomic_write_text(run_dir / "env.json", json.dumps(environment(device, world_size), indent=2))
+            atomic_write_text(run_dir / "env.json", json.dumps(environment(device, world_size, data), indent=2))
             # the metrics file follows the checkpoint: a line lost to a kill after the checkpoint is restored
             atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         started = True
@@ -493,6 +634,7 @@ def train(
         total_seconds = sum(h["seconds"] for h in history)
         end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
         eval_seconds, saved_epoch = 0.0, start_epoch  # saved_epoch: the epoch of the checkpoint on disk
+        logger = RunLogger(run_dir if is_main else None, cfg, start_epoch, say)
         try:
             for epoch in range(start_epoch, end_epoch):
                 train_model.train()
@@ -523,6 +665,8 @@ def train(
                     sums[1] += (logits.argmax(1) == y).sum()
                     sums[2] += len(y)
                     bar.update(step + 1, sums, lr)
+                    if logger.every and (epoch * steps_per_epoch + step + 1) % logger.every == 0:
+                        logger.step(epoch * steps_per_epoch + step + 1, epoch + 1, loss.item(), lr)
                 bar.close()
                 loss_sum, correct, n = _reduce(sums, distributed).tolist()
                 seconds = time.perf_counter() - t0
@@ -530,31 +674,41 @@ def train(
                     for b in model.buffers():  # per forward, so ranks may hold different numbers of test batches)
                         dist.broadcast(b, 0)
                 t_eval = time.perf_counter()
-                test_loss, test_acc = evaluate(model, test_loader, autocast, distributed)
+                test = evaluate(model, test_loader, autocast, distributed, spec.num_classes)
+                val = None if val_loader is None else evaluate(model, val_loader, autocast, distributed,
+                                                               spec.num_classes)
                 eval_seconds += time.perf_counter() - t_eval
-                best = max(best, test_acc)
                 total_seconds += seconds
                 history.append({
                     "epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": 100.0 * correct / n,
-                    "test_loss": test_loss, "test_acc": test_acc, "lr": lr, "seconds": seconds,
-                    "images_per_sec": n / seconds, "images": int(n),
+                    "test_loss": test.loss, "test_acc": test.acc, "test_top5": test.top5, "lr": lr,
+                    "seconds": seconds, "images_per_sec": n / seconds, "images": int(n),
+                    "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    **({} if val is None else {"val_loss": val.loss, "val_acc": val.acc}),
                 })
-                _check_finite(model, test_loss, epoch + 1, ckpt_path, history[:-1])
+                best = best_epoch(history)["test_acc"]
+                _check_finite(model, test.loss, epoch + 1, ckpt_path, history[:-1])
                 if is_main:
                     save_checkpoint(ckpt_path, {
                         "format": 1, "epoch": epoch + 1, "model": strip_prefixes(model.state_dict()),
                         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                         "scheduler": {"schedule": cfg.schedule, "progress_epochs": epoch + 1},
                         "rng": rng_state(), "config": cfg.to_dict(), "history": history, "best_test_acc": best,
+                        "pretrained_cfg": pretrained_cfg(spec),
                     })
                     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
                 saved_epoch = epoch + 1
                 h = history[-1]
-                say(f"epoch {h['epoch']:>3}/{cfg.epochs}  train loss {h['train_loss']:.4f} acc {h['train_acc']:6.2f}%  "
-                    f"test loss {h['test_loss']:.4f} acc {h['test_acc']:6.2f}%  lr {lr:.4g}  {seconds:6.1f}s  "
-                    f"{h['images_per_sec']:7.0f} img/s")
+                extra = f" top-5 {h['test_top5']:6.2f}%" if spec.num_classes > 10 else ""
+                extra += f"  val acc {h['val_acc']:6.2f}%" if "val_acc" in h else ""
+                say(f"epoch {h['epoch']:>3}/{cfg.epochs}  train loss {h['train_loss']:.4f} acc "
+                    f"{h['train_acc']:6.2f}%  test loss {h['test_loss']:.4f} acc {h['test_acc']:6.2f}%{extra}  "
+                    f"lr {lr:.4g}  {seconds:6.1f}s  {h['images_per_sec']:7.0f} img/s")
+                logger.epoch(h)
         except KeyboardInterrupt:
             raise TrainingInterrupted(run_dir, saved_epoch, cfg.epochs) from None
+        finally:
+            logger.close()
 
         if len(history) < cfg.epochs:
             say(f"stopped after epoch {len(history)}/{cfg.epochs}; continue with --resume {run_dir}")
@@ -562,13 +716,14 @@ def train(
         in_sync = _ranks_in_sync(model) if distributed else True
         if not in_sync:
             raise RuntimeError("the ranks ended with different weights: the distributed run is inconsistent")
-        last = history[-1]
+        last, chosen = history[-1], best_epoch(history)
         result = RunResult(
             run_dir=str(run_dir), model=cfg.model, dataset=cfg.dataset, params=params, params_no_head=params_no_head,
             epochs=len(history), epochs_planned=cfg.epochs, train_loss=last["train_loss"],
             train_acc=last["train_acc"], test_loss=last["test_loss"], test_acc=last["test_acc"], best_test_acc=best,
             seconds=total_seconds, images_per_sec=_run_images(history) / max(total_seconds, 1e-12),
-            world_size=world_size, seed=cfg.seed,
+            world_size=world_size, seed=cfg.seed, test_top5=last.get("test_top5"), val_acc=last.get("val_acc"),
+            best_epoch=chosen["epoch"], best_selected_on="val" if "val_acc" in last else "test",
         )
         if is_main:
             atomic_write_text(run_dir / "result.json", json.dumps(result.to_dict(), indent=2))
@@ -604,7 +759,11 @@ def _check_config_file(path: Path, saved: dict[str, Any], say: Callable[[str], N
 # ---------------------------------------------------------------------------------------------------- evaluate
 def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,
                         device: str = "auto", batch_size: int = 1000) -> dict[str, Any]:
-    """Rebuild the model of a checkpoint and evaluate it on the test split of ``dataset`` (default: its own)."""
+    """Rebuild the model of a checkpoint and evaluate it on the test split of ``dataset`` (default: its own).
+
+    Returns loss, top-1 and top-5 accuracy, per-class accuracy and the confusion matrix (rows: true class), with the
+    class names.
+    """
     state = load_checkpoint(path, require=("model", "config", "epoch"))
     cfg = TrainConfig.from_dict(state["config"])
     data = load_dataset(dataset or cfg.dataset, data_dir or cfg.data_dir, train=False)
@@ -618,7 +777,8 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
     model.to(dev)
     loader = DeviceLoader(data.test_images, data.test_labels, batch_size, mean=data.spec.mean, std=data.spec.std,
                           train=False, device=dev)
-    loss, acc = evaluate(model, loader, contextlib.nullcontext)
+    res = evaluate(model, loader, contextlib.nullcontext, num_classes=data.spec.num_classes)
     return {"checkpoint": str(path), "model": cfg.model, "dataset": data.spec.name, "epoch": state["epoch"],
-            "test_loss": loss, "test_acc": acc, "n": len(data.test_labels)}
-
+            "test_loss": res.loss, "test_acc": res.acc, "test_top5": res.top5, "n": res.n,
+            "classes": list(data.spec.classes), "per_class_acc": res.per_class.tolist(),
+            "confusion": res.confusion.tolist()}

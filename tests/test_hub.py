@@ -1,0 +1,211 @@
+"""Trained models people can load, share and inspect: load_model, transforms_for, safetensors export, evaluation
+beyond top-1, a validation split, logging and provenance."""
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mgcnn
+from mgcnn import cli
+from mgcnn.train import TrainConfig, evaluate_checkpoint, train
+from mgcnn.train.engine import validation_split
+from tests.helpers import FMNIST_REASON, HAVE_FMNIST, SHARED_DATA, write_cifar
+
+TINY = dict(model="mgiad", model_kwargs={"widths": [8, 16], "coarse_channels": 4, "group_size": 2},
+            dataset="cifar10", batch_size=16, eval_batch_size=32, epochs=2, lr=0.05, schedule="cosine", threads=1)
+quiet = dict(progress=False, log=lambda s: None)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def cifar(tmp_path, monkeypatch):
+    blobs = write_cifar(tmp_path / "data", n_train=64, n_test=32, monkeypatch=monkeypatch)
+    return tmp_path / "data", blobs
+
+
+@pytest.fixture()
+def run(cifar, tmp_path):
+    train(TrainConfig(**{**TINY, "data_dir": str(cifar[0]), "out": str(tmp_path / "run")}), **quiet)
+    return tmp_path / "run"
+
+
+def raw_cifar_test(blobs):
+    d = pickle.loads(blobs["test_batch"])
+    return d[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.array(d[b"labels"])  # HWC, as images come
+
+
+def test_load_model_classifies_raw_images_with_the_runs_accuracy(run, cifar):
+    model = mgcnn.load_model(run)
+    assert not model.training and model.model_name == "mgiad"
+    cfg = model.pretrained_cfg
+    assert cfg["classes"][:2] == ["airplane", "automobile"] and cfg["mean"] and cfg["input_size"] == 32
+    images, labels = raw_cifar_test(cifar[1])
+    with torch.no_grad():
+        pred = model(mgcnn.transforms_for(model)(images)).argmax(1).numpy()
+    acc = 100.0 * (pred == labels).mean()
+    assert acc == pytest.approx(json.loads((run / "result.json").read_text())["test_acc"])
+    # the same model through create_model(pretrained=...), and one image at a time in CHW layout
+    again = mgcnn.create_model("mgiad", pretrained=str(run))
+    x = mgcnn.transforms_for(again)(images[0].transpose(2, 0, 1))
+    assert x.shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="holds a 'mgiad' model, not 'mgnet'"):
+        mgcnn.create_model("mgnet", pretrained=str(run))
+    with pytest.raises(ValueError, match="must be uint8"):
+        mgcnn.transforms_for(model)(images.astype(np.float32))
+
+
+@pytest.mark.skipif(not HAVE_FMNIST, reason=FMNIST_REASON)
+def test_fashion_mnist_raw_28x28_images_are_padded_like_training(tmp_path):
+    from mgcnn.data.io import _read_idx
+
+    out = tmp_path / "fm"
+    train(TrainConfig(model="mgiad_l3_c16_g8", dataset="fashion-mnist", data_dir=str(SHARED_DATA), epochs=1,
+                      train_subset=512, test_subset=500, batch_size=64, threads=2, out=str(out)), **quiet)
+    model = mgcnn.load_model(out)
+    folder = SHARED_DATA / "fashion-mnist"
+    images = _read_idx(folder / "t10k-images-idx3-ubyte.gz", False, None)[:500]  # (500, 28, 28) uint8, raw
+    labels = _read_idx(folder / "t10k-labels-idx1-ubyte.gz", False, None)[:500]
+    with torch.no_grad():
+        pred = model(mgcnn.transforms_for(model)(images)).argmax(1).numpy()
+    assert 100.0 * (pred == labels).mean() == pytest.approx(json.loads((out / "result.json").read_text())["test_acc"])
+    assert model.pretrained_cfg["classes"][9] == "Ankle boot" and model.pretrained_cfg["padding"] == 2
+
+
+def test_safetensors_export_loads_in_a_process_that_never_unpickles(run, tmp_path, capsys):
+    assert cli.main(["export", str(run), "--out", str(tmp_path / "exp")]) == 0
+    assert {p.name for p in (tmp_path / "exp").iterdir()} == {"model.safetensors", "config.json"}
+    meta = json.loads((tmp_path / "exp" / "config.json").read_text())
+    assert meta["architecture"] == "mgiad" and meta["pretrained_cfg"]["dataset"] == "cifar10"
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref = mgcnn.load_model(run)(x).numpy()
+    np.save(tmp_path / "x.npy", x.numpy())
+    code = f"""
+import pickle, sys
+import numpy as np, torch
+def refuse(*a, **k):
+    raise AssertionError("something unpickled")
+class NoUnpickling(pickle.Unpickler):
+    load = refuse
+pickle.Unpickler, pickle._Unpickler = NoUnpickling, NoUnpickling
+pickle.load = pickle.loads = torch.load = refuse
+import mgcnn
+m = mgcnn.load_model({str(tmp_path / 'exp')!r})
+with torch.no_grad():
+    np.save({str(tmp_path / 'y.npy')!r}, m(torch.from_numpy(np.load({str(tmp_path / 'x.npy')!r}))).numpy())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_eval_per_class_confusion_matrix_top5_and_json(tmp_path, monkeypatch, capsys):
+    write_cifar(tmp_path / "data", name="cifar100", n_train=64, n_test=40, monkeypatch=monkeypatch)
+    out = tmp_path / "run"
+    train(TrainConfig(**{**TINY, "dataset": "cifar100", "epochs": 1, "data_dir": str(tmp_path / "data"),
+                         "out": str(out)}), **quiet)
+    assert cli.main(["eval", str(out / "checkpoint.pt"), "--per-class", "--out", str(tmp_path / "ev")]) == 0
+    text = capsys.readouterr().out
+    assert "top-5" in text and "apple" in text
+    rows = (tmp_path / "ev" / "confusion.csv").read_text().splitlines()
+    assert len(rows) == 101 and rows[1].startswith("apple,")
+    counts = [[int(v) for v in r.split(",")[1:]] for r in rows[1:]]
+    assert sum(map(sum, counts)) == 40
+    assert (tmp_path / "ev" / "per_class.csv").is_file() and (tmp_path / "ev" / "confusion.png").is_file()
+    assert cli.main(["eval", str(out / "checkpoint.pt"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)  # stdout is exactly one JSON object
+    assert res["test_top5"] >= res["test_acc"] and len(res["per_class_acc"]) == 100
+    diag = sum(res["confusion"][i][i] for i in range(100))
+    assert 100.0 * diag / res["n"] == pytest.approx(res["test_acc"])
+
+
+def test_validation_split_is_disjoint_seeded_and_used_for_best(cifar, tmp_path):
+    tr, va = validation_split(1000, 0.1)
+    tr2, va2 = validation_split(1000, 0.1)
+    assert torch.equal(tr, tr2) and torch.equal(va, va2)  # the same split every time
+    assert len(va) == 100 and len(tr) == 900 and not set(tr.tolist()) & set(va.tolist())
+    assert sorted(tr.tolist() + va.tolist()) == list(range(1000))
+    assert validation_split(1000, 0.0)[1] is None
+    out = tmp_path / "val"
+    res = train(TrainConfig(**{**TINY, "data_dir": str(cifar[0]), "out": str(out), "epochs": 3,
+                               "val_fraction": 0.25}), **quiet)
+    hist = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_acc" in h for h in hist) and res.best_selected_on == "val"
+    chosen = max(hist, key=lambda h: (h["val_acc"], -h["epoch"]))
+    assert res.best_epoch == chosen["epoch"] and res.best_test_acc == chosen["test_acc"]
+    assert json.loads((out / "result.json").read_text())["val_acc"] == hist[-1]["val_acc"]
+
+
+def test_tensorboard_events_steps_and_curves(run, cifar, tmp_path, capsys):
+    tb = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    out = tmp_path / "logged"
+    train(TrainConfig(**{**TINY, "data_dir": str(cifar[0]), "out": str(out), "log_every_steps": 1}), **quiet)
+    acc = tb.EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "epoch/test_acc" in tags and "step/loss" in tags
+    assert [e.step for e in acc.Scalars("epoch/test_acc")] == [1, 2]
+    steps = [json.loads(x) for x in (out / "steps.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == list(range(1, len(steps) + 1)) and "time" in steps[0]
+    assert cli.main(["plot", str(run), str(out), "--out", str(tmp_path / "curves.png")]) == 0
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_training_works_without_tensorboard(cifar, tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_tb(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard") or name.startswith("tensorboard"):
+            raise ImportError("no tensorboard here")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tb)
+    out = tmp_path / "plain"
+    train(TrainConfig(**{**TINY, "data_dir": str(cifar[0]), "out": str(out), "epochs": 1}), **quiet)
+    assert (out / "result.json").is_file() and not (out / "tb").exists()
+
+
+def test_env_json_records_provenance(run):
+    env = json.loads((run / "env.json").read_text())
+    for key in ("time_utc", "command", "git_commit", "git_dirty", "torch", "cuda", "cudnn", "data_files"):
+        assert key in env, key
+    assert env["time_utc"].endswith("+00:00")
+    from mgcnn.data import registry
+
+    assert env["data_files"]["md5"]["test_batch"] == registry.CIFAR10_MEMBER_MD5["test_batch"]  # the files checked
+    if (ROOT / ".git").exists():  # this checkout: its own commit
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        assert env["git_commit"] == head and isinstance(env["git_dirty"], bool)
+
+
+def test_no_commit_is_claimed_for_a_package_outside_its_own_checkout(tmp_path):
+    import shutil
+
+    other = tmp_path / "other-project"
+    shutil.copytree(ROOT / "src" / "mgcnn", other / "vendor" / "mgcnn")
+    (other / "pyproject.toml").write_text('[project]\nname = "someone-else"\n')
+    subprocess.run(["git", "init", "-q"], cwd=other, check=True)
+    code = "from mgcnn.train.engine import package_source; print(package_source())"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=other, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(other / "vendor"), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "{'git_commit': None, 'git_dirty': None}"
+
+
+def test_version_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"mgcnn {mgcnn.__version__}"
+
+
+def test_evaluate_checkpoint_reports_top5_and_classes(run):
+    res = evaluate_checkpoint(run / "checkpoint.pt")
+    assert res["test_top5"] >= res["test_acc"] and res["classes"][0] == "airplane"
