@@ -374,3 +374,13 @@ def test_run_directory_error_is_still_raised_for_existing_runs(data_root, tmp_pa
     train(tiny(data_root, tmp_path / "run", epochs=1), **quiet)
     with pytest.raises(RunDirectoryError, match="already holds a finished run"):
         train(tiny(data_root, tmp_path / "run", epochs=1), **quiet)
+
+
+def test_a_sweep_whose_data_is_missing_stops_before_the_first_run(tmp_path, capsys):
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"name": "s", "base": {**TINY, "data_dir": str(tmp_path / "nowhere")},
+                                     "seeds": 3}))
+    assert cli.main(["sweep", str(study), "--out", str(tmp_path / "sw")]) == 2
+    err = capsys.readouterr().err
+    assert "cifar10: cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/ folder) not found" in err
+    assert "Traceback" not in err and not (tmp_path / "sw").exists()  # not one failure per run

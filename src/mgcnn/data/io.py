@@ -235,6 +235,21 @@ def load_cifar(name: str, data_dir=None, *, verify: bool = True, train: bool = T
                         source=source)
 
 
+def locate_dataset(name: str, data_dir=None) -> Path:
+    """Where ``name`` would be loaded from (without reading it); ``DatasetNotFoundError`` naming every place looked
+    in and how to get the files when it is nowhere."""
+    spec = get_dataset_spec(name)
+    roots = data_roots(data_dir)
+    if spec.name == "fashion-mnist":
+        return _find_file(spec, [spec.files[0].name + ".gz", spec.files[0].name], roots).parent
+    folder = _cifar_layout(spec)[0]
+    candidates = [p for root in roots for p in (root / spec.name / spec.files[0].name, root / spec.name / folder)]
+    for p in candidates:
+        if p.exists():
+            return p
+    raise _not_found(spec, f"{spec.files[0].name} (or its extracted {folder}/ folder)", candidates)
+
+
 def load_dataset(name: str, data_dir=None, *, verify: bool = True, train: bool = True) -> ImageDataset:
     """Load ``fashion-mnist``, ``cifar10`` or ``cifar100`` from the first data root that has it.
 

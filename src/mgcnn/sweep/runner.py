@@ -111,6 +111,7 @@ def run_sweep(
     out = Path(out)
     runs = expand(study, seeds=seeds, overrides=overrides)
     _refuse_duplicates(runs)
+    _check_data(runs)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "index.jsonl", _index_text(runs))
     outcomes: dict[str, Outcome] = {}
@@ -170,6 +171,16 @@ def _refuse_duplicates(runs: list[RunSpec]) -> None:
             raise ValueError(f"rows {a.label!r} and {b.label!r} (seed {r.config.seed}) resolve to the same "
                              f"configuration (run id {r.run_id}); remove the duplicate row or make them differ")
         seen[r.run_id] = r
+
+
+def _check_data(runs: list[RunSpec]) -> None:
+    """Every dataset the runs read must be findable (or downloadable) before the first run starts: a missing
+    dataset is one clear error, not one failure per run."""
+    from ..data.io import locate_dataset
+
+    for dataset, data_dir in sorted({(r.config.dataset, r.config.data_dir) for r in runs if not r.config.download},
+                                    key=str):
+        locate_dataset(dataset, data_dir)
 
 
 def jobs_threads(jobs: int, cpus: int | None = None) -> int:
