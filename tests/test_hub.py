@@ -146,11 +146,10 @@ def test_tensorboard_events_steps_and_curves(run, cifar, tmp_path, capsys):
     tb = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     out = tmp_path / "logged"
     train(TrainConfig(**{**TINY, "data_dir": str(cifar[0]), "out": str(out), "log_every_steps": 1}), **quiet)
-    acc = tb.EventAccumulator(str(out / "tb"))
-    acc.Reload()
-    tags = acc.Tags()["scalars"]
-    assert "epoch/test_acc" in tags and "step/loss" in tags
-    assert [e.step for e in acc.Scalars("epoch/test_acc")] == [1, 2]
+    epochs, steps_tb = tb.EventAccumulator(str(out / "tb" / "epochs")), tb.EventAccumulator(str(out / "tb" / "steps"))
+    epochs.Reload(), steps_tb.Reload()
+    assert "epoch/test_acc" in epochs.Tags()["scalars"] and "step/loss" in steps_tb.Tags()["scalars"]
+    assert [e.step for e in epochs.Scalars("epoch/test_acc")] == [1, 2]
     steps = [json.loads(x) for x in (out / "steps.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps] == list(range(1, len(steps) + 1)) and "time" in steps[0]
     assert cli.main(["plot", str(run), str(out), "--out", str(tmp_path / "curves.png")]) == 0
@@ -209,3 +208,9 @@ def test_version_flag(capsys):
 def test_evaluate_checkpoint_reports_top5_and_classes(run):
     res = evaluate_checkpoint(run / "checkpoint.pt")
     assert res["test_top5"] >= res["test_acc"] and res["classes"][0] == "airplane"
+
+
+def test_export_of_a_checkpoint_path_goes_beside_it(run, capsys):
+    assert cli.main(["export", str(run / "checkpoint.pt")]) == 0
+    assert (run / "export" / "model.safetensors").is_file()
+    assert mgcnn.load_model(run / "export").model_name == "mgiad"

@@ -37,6 +37,20 @@ DEFAULT_MODELS = ["resnet20", "resnet18", "mgnet_ab_l3", "mgnet_ab", "mgiad_l3_c
                   "mgiad_c64_g8", "poly_mgnet_q2"]
 
 
+def _settings() -> tuple:
+    cuda = torch.cuda.is_available()
+    return (perf.triton_conv_enabled(), torch.backends.cuda.matmul.allow_tf32 if cuda else None,
+            torch.backends.cudnn.allow_tf32 if cuda else None)
+
+
+def _restore(settings: tuple) -> None:
+    """Put back the process settings a measurement changed (a library caller keeps its own)."""
+    triton, matmul_tf32, cudnn_tf32 = settings
+    perf.set_triton_conv(triton)
+    if matmul_tf32 is not None:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32
+
+
 def set_tf32(enabled: bool) -> None:
     """TF32 for fp32 matmuls and convolutions on CUDA (both switches, so the GEMM reference uses the same math)."""
     if torch.cuda.is_available():
@@ -90,8 +104,10 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
     if tuned_malloc:
         perf.tune_allocator()
     dev = torch.device(device)
+    settings = _settings()
     set_tf32(tf32)
     perf.set_triton_conv(triton)
+    perf.clear_conv_plans()  # this model's plans only (several models may be measured in one process)
     torch.manual_seed(0)
     model = create_model(name, in_channels=in_channels).to(dev)
     x = torch.randn(batch_size, in_channels, image_size, image_size, device=dev)
@@ -134,6 +150,7 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
             t_infer = perf.median_time(infer_step, dev, warmup, steps)
     finally:
         perf.set_conv_autotune(autotune_before)
+        _restore(settings)
     fwd_flops = fwd.get_total_flops() / batch_size
     train_flops = 3 * fwd_flops  # see the module docstring
     peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
@@ -157,8 +174,12 @@ def run_bench(models: list[str], *, isolate: bool = True, **kw) -> dict[str, Any
         perf.tune_allocator()
     dev = torch.device(kw.get("device", "cpu"))
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(kw.get("amp", "off"), torch.float32)
+    settings = _settings()
     set_tf32(kw.get("tf32", False))
-    ceiling = gemm_ceiling(dev, dtype)  # the device's GEMM at the models' dtype (and TF32 setting)
+    try:
+        ceiling = gemm_ceiling(dev, dtype)  # the device's GEMM at the models' dtype (and TF32 setting)
+    finally:
+        _restore(settings)
     rows = []
     for name in models:
         if isolate:

@@ -189,7 +189,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.per_class:
         out = Path(args.out or Path(args.checkpoint).parent)
         files = write_confusion(res, out)
-    if args.json:
+    if args.json:  # strict JSON: a class without test samples has no accuracy (null, not NaN)
+        res["per_class_acc"] = [None if a != a else a for a in res["per_class_acc"]]
         print(json.dumps({**res, "files": [str(f) for f in files]}))
         return 0
     top5 = f", top-5 {res['test_top5']:.2f}%" if len(res["classes"]) > 10 or args.per_class else ""
@@ -407,7 +408,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("speed and devices")
     g.add_argument("--device", help=f"auto, cpu, cuda, cuda:1, ... (default: {d.device}: cuda if available)")
-    g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--threads", type=int, help="CPU threads for torch (default: the CPUs this process may use)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help=f"channels-last memory layout (default: {d.channels_last})")
     g.add_argument("--amp", choices=AMP_MODES, help=f"mixed precision (default: {d.amp})")
@@ -435,7 +436,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         records = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
         if not records:
             raise ValueError(f"{path} holds no finished epoch yet")
-        runs[Path(run).name if Path(run).is_dir() else str(run)] = records
+        label = Path(run).name if Path(run).is_dir() else str(run)
+        runs[label if label not in runs else str(run)] = records  # same folder names: tell them apart
     out = plot_runs(runs, args.out)
     print(f"wrote {out}")
     return 0
@@ -447,7 +449,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from .hub import export
 
-    out = export(args.run, args.out or Path(args.run) / "export", format=args.format)
+    run = Path(args.run)
+    out = export(run, args.out or (run if run.is_dir() else run.parent) / "export", format=args.format)
     print(f"wrote {out}/model.safetensors and {out}/config.json; load with mgcnn.load_model({str(out)!r})")
     return 0
 

@@ -45,7 +45,15 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
 
 
 def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it is to set it; put it straight back
+    """The process umask, read without changing it where Linux allows (``/proc/self/status``), else by the
+    set-and-restore dance (briefly 0 for the whole process)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0)
     os.umask(mask)
     return mask
 
@@ -115,29 +123,55 @@ class DirectoryLock:
 
     The kernel releases it when the holder dies, however it dies (SIGKILL included), so a crashed run never leaves
     a stale lock. The file records the holder's pid and host for the error message of whoever finds it taken.
+    On a file system without ``flock`` support (some network file systems) the lock cannot be taken:
+    :meth:`acquire` then succeeds with ``supported = False``, and the caller says that runs are not protected.
     """
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self._fd: int | None = None
+        self.supported = True
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
     def acquire(self) -> bool:
         """Take the lock without waiting; False if another process holds it."""
+        import errno
         import fcntl
         import socket
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-        self._fd = fd
-        return True
+        for _ in range(5):  # retry if the file was replaced between our open and our flock
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            except PermissionError:
+                return False  # a teammate's lock file we may not write: treat the run as theirs
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                    self.supported = False
+                    return True
+                raise
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # our file was unlinked by its previous holder: lock the current one instead
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            self._fd = fd
+            return True
+        return False
 
     def holder(self) -> str:
         try:
@@ -146,21 +180,35 @@ class DirectoryLock:
         except OSError:
             return "another process"
 
-    def release(self) -> None:
+    def release(self, *, remove: bool = False) -> None:
+        """Release the lock; with ``remove``, delete the lock file first (while still holding it, so no other
+        process can have taken it)."""
         if self._fd is not None:
             import fcntl
 
+            if remove:
+                self.path.unlink(missing_ok=True)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
 
 
 def is_locked(folder: str | Path) -> bool:
-    """True while some process holds :class:`DirectoryLock` on ``folder`` (checked by trying to take it)."""
-    if not (Path(folder) / LOCK_NAME).exists():
+    """True while some process holds :class:`DirectoryLock` on ``folder``. A shared, read-only probe: it never
+    writes to the lock file and never blocks a trainer that takes the lock at the same moment for long."""
+    import fcntl
+
+    path = Path(folder) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
         return False
-    lock = DirectoryLock(folder)
-    if lock.acquire():
-        lock.release()
-        return False
-    return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # no flock here: nothing can be known
+    finally:
+        os.close(fd)  # closing drops the probe's shared lock
+    return False

@@ -45,8 +45,9 @@ class Preprocess:
     FashionMNIST, 32 for CIFAR) or already the padded ``input_size``.
     """
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: dict[str, Any], device: torch.device | str | None = None):
         self.cfg = cfg
+        self.device = device  # where the result goes (the model's device); None: where the images are
         c = cfg["in_channels"]
         mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(1, c, 1, 1)
         std = torch.tensor(cfg["std"], dtype=torch.float32).view(1, c, 1, 1)
@@ -63,7 +64,9 @@ class Preprocess:
         elif tuple(x.shape[-2:]) != (size, size):
             raise ValueError(f"images are {tuple(x.shape[-2:])}; this model takes {raw}x{raw} (or padded "
                              f"{size}x{size}) images")
-        return x.float() * self.scale + self.shift  # (N, C, H, W) float32
+        if self.device is not None:
+            x = x.to(self.device)
+        return x.float() * self.scale.to(x.device) + self.shift.to(x.device)  # (N, C, H, W) float32
 
     def _nchw(self, x: Tensor) -> Tensor:
         c = self.cfg["in_channels"]
@@ -91,7 +94,8 @@ def transforms_for(model: nn.Module) -> Preprocess:
     if cfg is None:
         raise ValueError("this model has no preprocessing config: load it with mgcnn.load_model(RUN) or "
                          "create_model(name, pretrained=RUN)")
-    return Preprocess(cfg)
+    param = next(model.parameters(), None)
+    return Preprocess(cfg, None if param is None else param.device)
 
 
 def _build(name: str, kwargs: dict[str, Any], cfg: dict[str, Any]) -> nn.Module:

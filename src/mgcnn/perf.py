@@ -219,7 +219,8 @@ def plan_grouped_conv(x, conv) -> Plan:
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
     key = (x.device.type, str(x.dtype), x.is_contiguous(memory_format=torch.channels_last), tuple(x.shape),
            tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, groups, needs_grad, _triton["enabled"],
-           torch.is_autocast_enabled(x.device.type))
+           torch.is_autocast_enabled(x.device.type) and torch.get_autocast_dtype(x.device.type),
+           x.is_cuda and torch.backends.cudnn.allow_tf32)
     plan = _plans.get(key)
     if plan is not None or torch.compiler.is_compiling():
         return plan or GROUPED

@@ -185,7 +185,7 @@ def test_cli_train_eval_and_overrides(data_root, tmp_path, capsys):
     argv = ["train", "--model", "mgiad", "--dataset", "cifar10", "--data-dir", str(data_root), "--epochs", "1",
             "--batch-size", "16", "--out", str(out), "--model-arg", "widths=[8, 16]", "--model-arg",
             "coarse_channels=4", "--set", "model_kwargs.group_size=2", "--set", "label_smoothing=0.1",
-            "--no-channels-last", "--threads", "1"]
+            "--no-channels-last", "--threads", "1", "--set", "schedule=step"]  # step: a run can be extended
     assert cli.main(argv) == 0
     assert "final test accuracy" in capsys.readouterr().out
     saved = yaml.safe_load((out / "config.yaml").read_text())

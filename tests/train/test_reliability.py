@@ -77,13 +77,17 @@ def test_config_file_layers_over_the_recipe_and_flags_over_both(tmp_path, capsys
 # -- 3, 4, 7. resume: the checkpoint is the truth ------------------------------------------------------------------
 def test_resume_refuses_changes_that_would_not_happen_and_allows_the_others(data_root, tmp_path, capsys):
     run = tmp_path / "run"
-    train(tiny(data_root, run, epochs=1), **quiet)
+    train(tiny(data_root, run, epochs=1, schedule="step"), **quiet)
     before = (run / "config.yaml").read_bytes(), (run / "checkpoint.pt").read_bytes()
     assert cli.main(["train", "--resume", str(run), "--set", "momentum=0.5"]) == 2
     line = one_error_line(capsys)
     assert "--resume cannot change momentum (0.9 -> 0.5)" in line and "epochs" in line
     assert ((run / "config.yaml").read_bytes(), (run / "checkpoint.pt").read_bytes()) == before  # nothing recorded
-    assert cli.main(["train", "--resume", str(run), "--epochs", "2"]) == 0  # more epochs: allowed
+    cosine = tmp_path / "cosine"
+    train(tiny(data_root, cosine, epochs=1), **quiet)
+    assert cli.main(["train", "--resume", str(cosine), "--epochs", "2"]) == 2  # its lr depends on the total
+    assert "cannot change epochs (1 -> 2) of a cosine schedule" in one_error_line(capsys)
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2"]) == 0  # more epochs of a step schedule
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert ckpt["epoch"] == 2 and ckpt["config"]["epochs"] == 2 and ckpt["optimizer"]["param_groups"][0]["momentum"] \
         == 0.9
@@ -384,3 +388,35 @@ def test_a_sweep_whose_data_is_missing_stops_before_the_first_run(tmp_path, caps
     err = capsys.readouterr().err
     assert "cifar10: cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/ folder) not found" in err
     assert "Traceback" not in err and not (tmp_path / "sw").exists()  # not one failure per run
+
+
+def test_a_process_that_did_not_get_the_lock_never_removes_it(tmp_path):
+    from mgcnn.fileio import is_locked
+
+    holder, loser = DirectoryLock(tmp_path / "run"), DirectoryLock(tmp_path / "run")
+    assert holder.acquire() and not loser.acquire()
+    loser.release(remove=True)  # what a failed start does: a no-op without the lock
+    assert (tmp_path / "run" / ".lock").exists() and is_locked(tmp_path / "run")
+    holder.release(remove=True)  # the holder removes its file while still holding it
+    assert not (tmp_path / "run" / ".lock").exists() and not is_locked(tmp_path / "run")
+
+
+def test_sweep_rechecks_each_run_just_before_it_starts(data_root, tmp_path, monkeypatch):
+    from mgcnn.sweep import expand, load_study, run_sweep
+    from mgcnn.sweep import runner
+
+    study = load_study({"name": "s", "base": {**TINY, "epochs": 1, "data_dir": str(data_root)},
+                        "rows": [{"label": "a"}, {"label": "b", "model_kwargs.group_size": 4}]})
+    second = tmp_path / "sw" / "runs" / expand(study)[1].run_id
+    real = runner._run_in_process
+
+    def run_and_let_another_sweep_finish_b(cfg, resume):
+        out = real(cfg, resume)
+        second.mkdir(parents=True, exist_ok=True)
+        (second / "result.json").write_text(json.dumps({"test_acc": 1.0}))  # finished elsewhere meanwhile
+        return out
+
+    monkeypatch.setattr(runner, "_run_in_process", run_and_let_another_sweep_finish_b)
+    out = run_sweep(study, tmp_path / "sw", log=lambda s: None)
+    assert [o.status for o in out] == ["finished", "skipped"]
+    assert not (second / "error.txt").exists()

@@ -110,6 +110,7 @@ class _GroupedConv3x3(torch.autograd.Function):
         return y.permute(0, 3, 1, 2)  # (N, C_out, OH, OW), channels-last
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the kernels build no graph: double backward is an error
     def backward(ctx, grad: Tensor):
         import triton
 

@@ -89,7 +89,8 @@ def create_model(name: str, *, pretrained: str | None = None, **kwargs: Any) -> 
         from ..hub import load_model
 
         if overrides:
-            raise ValueError(f"create_model({name!r}, pretrained=...) builds the stored model; drop {sorted(overrides)}")
+            raise ValueError(f"create_model({name!r}, pretrained=...) builds the stored model; drop "
+                             f"{sorted(overrides)}")
         model = load_model(pretrained)
         if model.model_name != name:
             raise ValueError(f"{pretrained} holds a {model.model_name!r} model, not {name!r}")

@@ -61,8 +61,10 @@ class TrainJob:
     """
 
     def __call__(self, cfg_dict: dict[str, Any]) -> dict[str, Any]:
-        resume = (Path(cfg_dict["out"]) / "checkpoint.pt").is_file()
-        return _run_in_process(cfg_dict, resume)
+        out = Path(cfg_dict["out"])
+        if (out / "result.json").is_file():  # finished meanwhile (another sweep, or before a requeue)
+            return json.loads((out / "result.json").read_text())
+        return _run_in_process(cfg_dict, (out / "checkpoint.pt").is_file())
 
     def checkpoint(self, cfg_dict: dict[str, Any]):
         from submitit.helpers import DelayedSubmission
@@ -70,21 +72,27 @@ class TrainJob:
         return DelayedSubmission(TrainJob(), cfg_dict)
 
 
-def _die_with_parent(parent: int) -> None:
-    """In a trainer subprocess (before exec): ask Linux to SIGTERM it when the sweep process dies, so killing the
-    sweep leaves no orphan trainers. Elsewhere a no-op (the run directory locks still prevent double training)."""
+def _death_signal_setter():
+    """A function to run in a trainer subprocess before exec: ask Linux to SIGTERM it when the sweep dies, so
+    killing the sweep leaves no orphan trainers. None elsewhere (the run directory locks still prevent double
+    training). ``prctl`` is looked up here, in the parent: the child only calls it."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     import ctypes
     import signal
 
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+        return None
+    parent, term = os.getpid(), int(signal.SIGTERM)
+
+    def child() -> None:
+        prctl(1, term)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return child
 
 
 def _index_text(runs: list[RunSpec]) -> str:
@@ -111,20 +119,18 @@ def run_sweep(
     out = Path(out)
     runs = expand(study, seeds=seeds, overrides=overrides)
     _refuse_duplicates(runs)
-    _check_data(runs)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "index.jsonl", _index_text(runs))
     outcomes: dict[str, Outcome] = {}
     todo: list[tuple[RunSpec, bool]] = []
     for r in runs:
-        d = out / "runs" / r.run_id
-        r.config.out = str(d)
-        if (d / "result.json").is_file():
-            outcomes[r.run_id] = Outcome(r.run_id, r.label, r.config.seed, "skipped")
-        elif is_locked(d):  # another sweep (or mgcnn train) is training it right now
-            outcomes[r.run_id] = Outcome(r.run_id, r.label, r.config.seed, "running elsewhere")
+        r.config.out = str(out / "runs" / r.run_id)
+        state = _state(r)
+        if state in ("skipped", "running elsewhere"):
+            outcomes[r.run_id] = Outcome(r.run_id, r.label, r.config.seed, state)
         else:
-            todo.append((r, (d / "checkpoint.pt").is_file()))
+            todo.append((r, state == "resume"))
+    _check_data([r for r, _ in todo])  # before anything is written
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "index.jsonl", _index_text(runs))
     elsewhere = sum(o.status == "running elsewhere" for o in outcomes.values())
     log(f"study {study.name}: {len(runs)} runs, {len(outcomes) - elsewhere} already finished, {elsewhere} running "
         f"elsewhere, {len(todo)} to run ({sum(res for _, res in todo)} to resume) with executor {executor}")
@@ -144,8 +150,21 @@ def run_sweep(
                 atomic_write_text(d / "error.txt", error)
             log(f"run {r.run_id} ({r.label}, seed {r.config.seed}) FAILED: {outcomes[r.run_id].error}")
 
+    def recheck(r: RunSpec) -> bool | None:
+        """Just before a run starts: its state may have changed since the sweep began (another sweep on the same
+        folder). Returns resume (True/False), or None after recording it as done elsewhere."""
+        state = _state(r)
+        if state in ("skipped", "running elsewhere"):
+            outcomes[r.run_id] = Outcome(r.run_id, r.label, r.config.seed, state)
+            log(f"{r.label} seed {r.config.seed}: {'finished' if state == 'skipped' else state} meanwhile")
+            return None
+        return state == "resume"
+
     if executor == "local" and jobs == 1:
-        for i, (r, resume) in enumerate(todo):
+        for i, (r, _) in enumerate(todo):
+            resume = recheck(r)
+            if resume is None:
+                continue
             log(f"[{i + 1}/{len(todo)}] {r.label} seed {r.config.seed} -> {r.config.out}")
             try:
                 _run_in_process(r.config.to_dict(), resume)
@@ -153,13 +172,23 @@ def run_sweep(
             except Exception:  # noqa: BLE001 - a failed run must not stop the sweep
                 record(r, resume, traceback.format_exc())
     elif executor == "local":
-        _run_subprocesses(out, todo, jobs, record, log)
+        _run_subprocesses(out, todo, jobs, record, recheck, log)
     else:
         _run_submitit(out, todo, executor, slurm or {}, record, log)
     ordered = [outcomes[r.run_id] for r in runs]
     counts = {s: sum(o.status == s for o in ordered) for s in STATUSES}
     log(f"study {study.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return ordered
+
+
+def _state(r: RunSpec) -> str:
+    """"skipped" (finished), "running elsewhere" (locked by a live process), "resume" or "new"."""
+    d = Path(r.config.out)
+    if (d / "result.json").is_file():
+        return "skipped"
+    if is_locked(d):
+        return "running elsewhere"
+    return "resume" if (d / "checkpoint.pt").is_file() else "new"
 
 
 def _refuse_duplicates(runs: list[RunSpec]) -> None:
@@ -191,7 +220,19 @@ def jobs_threads(jobs: int, cpus: int | None = None) -> int:
     return max(1, (cpus or available_cpus()) // jobs)
 
 
-def _run_subprocesses(out: Path, todo, jobs: int, record, log) -> None:
+def _resume_flags(cfg: TrainConfig) -> list[str]:
+    """``--set`` flags carrying the sweep's values of the fields a resume may change (its data folder, device, ...):
+    a resumed trainer otherwise takes them from the checkpoint, e.g. another machine's data path."""
+    from ..train.engine import RESUME_MUTABLE
+
+    flags = []
+    for key in RESUME_MUTABLE:
+        if key != "out" and not (key == "threads" and cfg.threads is None):  # unset threads: see --threads below
+            flags += ["--set", f"{key}={json.dumps(getattr(cfg, key))}"]
+    return flags
+
+
+def _run_subprocesses(out: Path, todo, jobs: int, record, recheck, log) -> None:
     try:
         import torch
 
@@ -207,11 +248,14 @@ def _run_subprocesses(out: Path, todo, jobs: int, record, log) -> None:
     slot = 0
     while pending or active:
         while pending and len(active) < jobs:
-            r, resume = pending.pop(0)
+            r, _ = pending.pop(0)
+            resume = recheck(r)
+            if resume is None:
+                continue
             cfg_path = out / "configs" / f"{r.run_id}.yaml"
             save_yaml(r.config, cfg_path)
-            if resume:  # the run's own config comes from its checkpoint
-                cmd = [sys.executable, "-m", "mgcnn", "train", "--resume", r.config.out]
+            if resume:  # the run's own config comes from its checkpoint; where it runs comes from the sweep
+                cmd = [sys.executable, "-m", "mgcnn", "train", "--resume", r.config.out, *_resume_flags(r.config)]
             else:
                 cmd = [sys.executable, "-m", "mgcnn", "train", "--config", str(cfg_path)]
             if r.config.threads is None and not n_gpus:
@@ -221,10 +265,9 @@ def _run_subprocesses(out: Path, todo, jobs: int, record, log) -> None:
                 env["CUDA_VISIBLE_DEVICES"] = str(slot % n_gpus)
             slot += 1
             log_path = out / "configs" / f"{r.run_id}.log"
-            parent = os.getpid()
             with open(log_path, "w") as fh:
                 proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                        preexec_fn=lambda: _die_with_parent(parent))
+                                        preexec_fn=_death_signal_setter())
             active.append((proc, r, resume, log_path))
             log(f"started {r.label} seed {r.config.seed} (pid {proc.pid})")
         time.sleep(0.2)

@@ -30,8 +30,8 @@ from torch import nn
 from .. import __version__
 from ..data import DeviceLoader, download_dataset, load_dataset
 from ..data.registry import data_roots
+from ..fileio import DirectoryLock, atomic_write_text, remove_stale_parts
 from ..hub import pretrained_cfg
-from ..fileio import LOCK_NAME, DirectoryLock, atomic_write_text, remove_stale_parts
 from ..models import count_parameters, create_model
 from ..perf import allocator_state, conv_autotune_enabled, set_conv_autotune, tune_allocator
 from .checkpoint import (
@@ -45,7 +45,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig, read_yaml_fields, save_yaml
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "result.json", "env.json", "checkpoint.pt")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "result.json", "env.json", "checkpoint.pt", "steps.jsonl")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -63,7 +63,10 @@ class RunLockedError(RunDirectoryError):
 # Fields a resumed run may change: where and how fast it runs, and how long. Everything else is fixed by the
 # checkpoint (the optimizer state, the data order and the recorded run depend on it).
 RESUME_MUTABLE = ("epochs", "out", "data_dir", "download", "verify_data", "device", "threads", "eval_batch_size",
-                  "compile", "test_subset")
+                  "compile", "test_subset", "log_every_steps", "tensorboard")
+# Schedules whose lr at a given epoch depends on the total number of epochs: changing ``epochs`` on resume would
+# give the remaining epochs a schedule the trained ones never followed.
+_SCHEDULES_OF_TOTAL = ("cosine", "onecycle")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -194,12 +197,20 @@ def environment(device: torch.device, world_size: int, data=None) -> dict[str, A
     }
 
 
-def resume_changes(saved: dict[str, Any], cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:
-    """The fields ``cfg`` changes relative to a checkpoint's config: {field: (saved, new)}; raises for fields a
-    resume cannot change, naming the ones it can."""
+def resume_changes(saved: dict[str, Any], cfg: TrainConfig, done: int = 0) -> dict[str, tuple[Any, Any]]:
+    """The fields ``cfg`` changes relative to a checkpoint's config (after ``done`` epochs): {field: (saved, new)};
+    raises for changes a resume cannot honour, naming the fields it can change."""
     now = cfg.to_dict()
     saved = {**TrainConfig().to_dict(), **saved}  # fields added since the checkpoint was written: their defaults
     changed = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+    if "epochs" in changed:
+        if cfg.epochs < done:
+            raise CheckpointError(f"--epochs {cfg.epochs} is below the {done} epochs the checkpoint has trained")
+        if cfg.schedule in _SCHEDULES_OF_TOTAL:
+            raise CheckpointError(
+                f"--resume cannot change epochs ({saved['epochs']} -> {cfg.epochs}) of a {cfg.schedule} schedule: "
+                f"its lr depends on the total, so the epochs trained so far followed another schedule than the "
+                f"config would record. Start a new run, or use a step/constant schedule to extend runs")
     fixed = {k: d for k, d in changed.items() if k not in RESUME_MUTABLE}
     if fixed:
         what = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in fixed.items())
@@ -238,12 +249,14 @@ def _check_finite(model: nn.Module, test_loss: float, epoch: int, ckpt_path: Pat
                                     "lower --lr, --amp off, or a different seed.")
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> bool:
+    """Whether the run directory may be used as asked; True if it holds a run that ``--overwrite`` will replace
+    (deleted only once the new run has its data and model, so a run that fails to start destroys nothing)."""
     has_ckpt, finished = (run_dir / "checkpoint.pt").exists(), (run_dir / "result.json").exists()
     if resume:
         if not has_ckpt:
             raise RunDirectoryError(f"--resume {run_dir}: there is no checkpoint.pt to resume from")
-        return
+        return False
     if has_ckpt or finished:
         if not overwrite:
             state = "a finished run" if finished else "an unfinished run"
@@ -251,8 +264,16 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
                 f"{run_dir} already holds {state}. Pass --resume {run_dir} to continue it, --overwrite to replace "
                 "it, or --out to choose another directory."
             )
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
+        return True
+    return False
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    import shutil
+
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tb", ignore_errors=True)
 
 
 def _on_rank0(fn: Callable[[], Any], is_main: bool, distributed: bool) -> None:
@@ -366,21 +387,29 @@ class RunLogger:
     the ``tensorboard`` package is installed and ``cfg.tensorboard``). Rank 0 only; a resumed run drops the records
     of the epochs after its checkpoint, which a kill left behind."""
 
-    def __init__(self, run_dir: Path | None, cfg: TrainConfig, start_epoch: int, say: Callable[[str], None]):
+    def __init__(self, run_dir: Path | None, cfg: TrainConfig, start_epoch: int, start_step: int):
         self.every = cfg.log_every_steps if run_dir is not None else 0
         self.steps_path = None if run_dir is None else run_dir / "steps.jsonl"
-        self.tb = None
+        self.tb = self.tb_steps = None
         if self.steps_path is not None and self.steps_path.exists():
-            keep = [line for line in self.steps_path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["epoch"] <= start_epoch]
+            keep = []
+            for line in self.steps_path.read_text().splitlines():
+                try:
+                    if json.loads(line)["epoch"] <= start_epoch:
+                        keep.append(line)
+                except (ValueError, KeyError, TypeError):
+                    break  # a line torn by a kill: it and anything after it are not from a kept epoch
             atomic_write_text(self.steps_path, "".join(line + "\n" for line in keep))
         if run_dir is not None and cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # optional: pip install 'mgcnn[tensorboard]'
                 SummaryWriter = None
-            if SummaryWriter is not None:
-                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch + 1 if start_epoch else None)
+            if SummaryWriter is not None:  # epochs and steps in two writers: each purges what a kill left after
+                self.tb = SummaryWriter(str(run_dir / "tb" / "epochs"), purge_step=start_epoch + 1 if start_epoch
+                                        else None)  # the checkpoint, in its own unit
+                self.tb_steps = SummaryWriter(str(run_dir / "tb" / "steps"), purge_step=start_step + 1
+                                              if start_step else None) if self.every else None
         self._fh = open(self.steps_path, "a") if self.every else None
 
     def step(self, step: int, epoch: int, loss: float, lr: float) -> None:
@@ -388,9 +417,9 @@ class RunLogger:
                   "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         self._fh.write(json.dumps(record) + "\n")
         self._fh.flush()
-        if self.tb is not None:
-            self.tb.add_scalar("step/loss", loss, step)
-            self.tb.add_scalar("step/lr", lr, step)
+        if self.tb_steps is not None:
+            self.tb_steps.add_scalar("step/loss", loss, step)
+            self.tb_steps.add_scalar("step/lr", lr, step)
 
     def epoch(self, h: dict[str, Any]) -> None:
         if self.tb is not None:
@@ -403,8 +432,9 @@ class RunLogger:
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
-        if self.tb is not None:
-            self.tb.close()
+        for writer in (self.tb, self.tb_steps):
+            if writer is not None:
+                writer.close()
 
 
 def _run_images(history: list[dict[str, Any]]) -> float:
@@ -548,10 +578,13 @@ def train(
         if is_main and not lock.acquire():
             raise RunLockedError(f"{run_dir} is being trained by {lock.holder()}; wait for it to finish, or use "
                                  "another --out")
+        if is_main and not lock.supported:
+            say(f"note: {run_dir} is on a file system without flock: two processes could train into it at once")
         if is_main:
             remove_stale_parts(run_dir)  # temp files of writers killed mid-write
         # -- run directory and downloads: rank 0 acts, every rank learns the outcome (no one waits forever)
-        _on_rank0(lambda: _prepare_run_dir(run_dir, resume, overwrite), is_main, distributed)
+        replace = [False]
+        _on_rank0(lambda: replace.__setitem__(0, _check_run_dir(run_dir, resume, overwrite)), is_main, distributed)
         if cfg.download:  # into --data-dir, else $MGCNN_DATA, else ~/.cache/mgcnn
             _on_rank0(lambda: download_dataset(cfg.dataset, data_roots(cfg.data_dir)[0]), is_main, distributed)
         data = load_dataset(cfg.dataset, cfg.data_dir, verify=cfg.verify_data)
@@ -599,7 +632,7 @@ def train(
         ckpt_path = run_dir / "checkpoint.pt"
         if resume:  # the checkpoint is the source of truth of what was trained
             state = load_checkpoint(ckpt_path, require=RESUME_KEYS)
-            changed = resume_changes(state["config"], cfg)
+            changed = resume_changes(state["config"], cfg, state["epoch"])
             try:
                 model.load_state_dict(strip_prefixes(state["model"]))
                 optimizer.load_state_dict(state["optimizer"])
@@ -614,8 +647,20 @@ def train(
             if is_main:
                 _check_config_file(run_dir / "config.yaml", state["config"], say)
         if is_main:
+            if replace[0]:  # --overwrite: the old run goes only now, when the new one has its data and model
+                _clear_run_dir(run_dir)
+            if start_epoch < cfg.epochs:  # a finished run trained further is not finished until it finishes again
+                (run_dir / "result.json").unlink(missing_ok=True)
             save_yaml(cfg, run_dir / "config.yaml")
-            atomic_write_text(run_dir / "env.json", json.dumps(environment(device, world_size, data), indent=2))
+            env = environment(device, world_size, data)
+            env["data_files"] = env["data_files"] and {**env["data_files"], "verified": cfg.verify_data}
+            if resume:  # keep the provenance of the earlier segments of a resumed run
+                try:
+                    old = json.loads((run_dir / "env.json").read_text())
+                    env["earlier_segments"] = old.pop("earlier_segments", []) + [old]
+                except (OSError, ValueError):
+                    pass
+            atomic_write_text(run_dir / "env.json", json.dumps(env, indent=2))
             # the metrics file follows the checkpoint: a line lost to a kill after the checkpoint is restored
             atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         started = True
@@ -634,7 +679,7 @@ def train(
         total_seconds = sum(h["seconds"] for h in history)
         end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
         eval_seconds, saved_epoch = 0.0, start_epoch  # saved_epoch: the epoch of the checkpoint on disk
-        logger = RunLogger(run_dir if is_main else None, cfg, start_epoch, say)
+        logger = RunLogger(run_dir if is_main else None, cfg, start_epoch, start_epoch * steps_per_epoch)
         try:
             for epoch in range(start_epoch, end_epoch):
                 train_model.train()
@@ -729,9 +774,10 @@ def train(
             atomic_write_text(run_dir / "result.json", json.dumps(result.to_dict(), indent=2))
         return result
     finally:
-        lock.release()
-        if created_dir and not started and is_main:  # a run that fails to start leaves nothing behind
-            (run_dir / LOCK_NAME).unlink(missing_ok=True)
+        # a run that fails to start leaves nothing behind; only the lock's holder may remove its file
+        cleanup = created_dir and not started and is_main and lock.held
+        lock.release(remove=cleanup)
+        if cleanup:
             with contextlib.suppress(OSError):
                 run_dir.rmdir()  # only if empty
         torch.set_num_threads(threads_before)
