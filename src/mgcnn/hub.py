@@ -126,7 +126,6 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
     The model carries ``pretrained_cfg`` (see :func:`transforms_for`), ``model_name`` and ``model_kwargs``.
     """
     from .train.checkpoint import CheckpointError, load_checkpoint
-    from .train.config import TrainConfig
 
     p = Path(path)
     if p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file():
@@ -137,7 +136,12 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
     if not ckpt.is_file():
         raise CheckpointError(f"{path}: neither a run directory with checkpoint.pt, a checkpoint, nor an exported "
                               "folder with config.json and model.safetensors")
-    state = load_checkpoint(ckpt, require=("model", "config"))
+    return _from_checkpoint(load_checkpoint(ckpt, require=("model", "config")), ckpt, device)
+
+
+def _from_checkpoint(state: dict[str, Any], ckpt: Path, device) -> nn.Module:
+    from .train.config import TrainConfig
+
     cfg = TrainConfig.from_dict(state["config"])
     pcfg = state.get("pretrained_cfg") or pretrained_cfg(get_dataset_spec(cfg.dataset))
     model = _build(cfg.model, cfg.model_kwargs, pcfg)
@@ -176,7 +180,7 @@ def export(run: str | Path, out: str | Path, *, format: str = "safetensors") -> 
     p = Path(run)
     ckpt = p / "checkpoint.pt" if p.is_dir() else p
     state = load_checkpoint(ckpt, require=("model", "config", "epoch"))
-    model = load_model(ckpt)
+    model = _from_checkpoint(state, ckpt, "cpu")  # the checkpoint is read (and checksummed) once
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # contiguous copies: safetensors stores plain row-major tensors, and modules shared across steps share tensors

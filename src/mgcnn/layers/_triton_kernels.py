@@ -1,7 +1,7 @@
 """The Triton kernels of :mod:`mgcnn.layers.triton_conv` (imported only when a kernel is first needed).
 
-A module of its own so that ``tl`` is a module global: Triton's interpreter (``TRITON_INTERPRET=1``) patches the
-language functions through the kernels' globals, and the tests re-import this module to switch to it.
+A module of its own, imported lazily, so that triton stays an optional dependency. Whether Triton's interpreter
+runs the kernels (``TRITON_INTERPRET=1``, the CPU tests) is decided when triton is first imported.
 Tensors are NHWC-contiguous; the weight is laid out (3, 3, g_in, C_out). A tile is BLOCK_P pixels x BLOCK_C
 channels, the channels spanning several groups.
 """

@@ -65,16 +65,13 @@ def _pair(v):
 
 @functools.lru_cache(maxsize=1)
 def _kernels():
-    """(forward, input-gradient, weight-gradient) kernels, decorated under the current ``TRITON_INTERPRET``."""
-    import importlib
+    """(forward, input-gradient, weight-gradient) kernels (compiled, or interpreted under ``TRITON_INTERPRET=1``)."""
+    from . import _triton_kernels as k
 
-    from . import _triton_kernels
-
-    k = importlib.reload(_triton_kernels)  # after a cache_clear(): re-decorate (compiled or interpreted)
     return k.fwd, k.bwd_input, k.bwd_weight
 
 
-def _blocks(n_pix: int, channels: int) -> tuple[int, int]:
+def _blocks(channels: int) -> tuple[int, int]:
     block_c = 64 if channels >= 64 else max(16, 1 << (channels - 1).bit_length())
     block_p = 64 if interpreting() else 128
     return block_p, block_c
@@ -101,7 +98,7 @@ class _GroupedConv3x3(torch.autograd.Function):
         xh = _nhwc(x)
         wt = weight.permute(2, 3, 1, 0).contiguous()  # (3, 3, g_in, C_out): contiguous over output channels
         y = torch.empty((n, oh, ow, c_out), device=x.device, dtype=x.dtype)
-        bp, bc = _blocks(n * oh * ow, c_out)
+        bp, bc = _blocks(c_out)
         grid = (triton.cdiv(n * oh * ow, bp), triton.cdiv(c_out, bc))
         fwd[grid](xh, wt, y, n * oh * ow, h, w, c_in, oh, ow, c_out, S=stride, G_IN=g_in, G_OUT=g_out,
                   BLOCK_P=bp, BLOCK_C=bc)
@@ -123,13 +120,13 @@ class _GroupedConv3x3(torch.autograd.Function):
         gx = gw = None
         if ctx.needs_input_grad[0]:
             gxh = torch.empty((n, h, w, c_in), device=x.device, dtype=x.dtype)
-            bp, bc = _blocks(n * h * w, c_in)
+            bp, bc = _blocks(c_in)
             grid = (triton.cdiv(n * h * w, bp), triton.cdiv(c_in, bc))
             bwd_input[grid](gy, wt, gxh, n * h * w, h, w, c_in, oh, ow, c_out, S=stride, G_IN=g_in, G_OUT=g_out,
                             BLOCK_P=bp, BLOCK_C=bc)
             gx = gxh.permute(0, 3, 1, 2)
         if ctx.needs_input_grad[1]:
-            bp, bc = _blocks(n * oh * ow, c_out)
+            bp, bc = _blocks(c_out)
             n_blocks = triton.cdiv(n * oh * ow, bp)
             part = torch.empty((n_blocks, 3, 3, g_in, c_out), device=x.device, dtype=torch.float32)
             grid = (n_blocks, triton.cdiv(c_out, bc))

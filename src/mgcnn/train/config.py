@@ -134,32 +134,19 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{name}={value!r} is invalid; it must be true or false (unquoted in YAML)")
         return value
-    if base is int:
-        if isinstance(value, bool):
-            raise bad
+    if base in (int, float):
         if isinstance(value, str):
             try:
-                value = int(value.strip())
+                value = base(value.strip())
             except ValueError:
                 raise bad from None
-        if isinstance(value, float) and value.is_integer():
+        if base is int and isinstance(value, float) and value.is_integer():
             value = int(value)
-        if not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float) if base is float else int):
             raise bad
-        return value
-    if base is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                raise bad from None
-        if not isinstance(value, (int, float)):
-            raise bad
-        if not math.isfinite(value):
+        if base is float and not math.isfinite(value):
             raise ValueError(f"{name}={value!r} is invalid; it must be a finite number")
-        return float(value)
+        return base(value)
     if base is str:
         if not isinstance(value, str):
             raise bad
