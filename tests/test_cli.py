@@ -21,7 +21,7 @@ def test_train_help_explains_every_option_in_groups(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    for text in ("--epochs EPOCHS (default: 5)", "(default: 0.1, schedule onecycle)", "mixed precision (default: off)",
+    for text in ("--epochs EPOCHS (default: 8)", "(default: 0.1, schedule onecycle)", "mixed precision (default: off)",
                  "torch.compile the model (default: False)", "(default: mgiad_l3_c16_g8)", "(default: fashion-mnist)"):
         assert text in out, text
 

@@ -18,7 +18,8 @@ from mgcnn.train.engine import validation_split
 from tests.helpers import FMNIST_REASON, HAVE_FMNIST, SHARED_DATA, write_cifar
 
 TINY = dict(model="mgiad", model_kwargs={"widths": [8, 16], "coarse_channels": 4, "group_size": 2},
-            dataset="cifar10", batch_size=16, eval_batch_size=32, epochs=2, lr=0.05, schedule="cosine", threads=1)
+            dataset="cifar10", batch_size=16, eval_batch_size=32, epochs=2, lr=0.05, schedule="cosine", threads=1,
+            train_size=None, tta_flip=False, eval_every=1)
 quiet = dict(progress=False, log=lambda s: None)
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +67,8 @@ def test_fashion_mnist_raw_28x28_images_are_padded_like_training(tmp_path):
 
     out = tmp_path / "fm"
     train(TrainConfig(model="mgiad_l3_c16_g8", dataset="fashion-mnist", data_dir=str(SHARED_DATA), epochs=1,
-                      train_subset=512, test_subset=500, batch_size=64, threads=2, out=str(out)), **quiet)
+                      train_subset=512, test_subset=500, batch_size=64, threads=2, out=str(out), tta_flip=False),
+          **quiet)
     model = mgcnn.load_model(out)
     folder = SHARED_DATA / "fashion-mnist"
     images = _read_idx(folder / "t10k-images-idx3-ubyte.gz", False, None)[:500]  # (500, 28, 28) uint8, raw

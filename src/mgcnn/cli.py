@@ -160,7 +160,7 @@ def build_train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a model; with no arguments, the default MGiaD on FashionMNIST with the short CPU recipe."""
+    """Train a model; with no arguments, the default MGiaD on FashionMNIST with the speedrun recipe."""
     from .train import train
 
     cfg = build_train_config(args)
@@ -184,7 +184,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from .train import evaluate_checkpoint
 
-    res = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device)
+    res = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
+                              tta_flip=args.tta_flip)
     files = []
     if args.per_class:
         out = Path(args.out or Path(args.checkpoint).parent)
@@ -386,7 +387,8 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--recipe", choices=sorted(RECIPES),
-                   help="a paper's training recipe (epochs, lr, schedule, ...); default: the short CPU recipe")
+                   help="a named training recipe (epochs, lr, schedule, ...): a paper's, or the earlier CPU default "
+                        "'short'; default: the FashionMNIST speedrun recipe")
     g.add_argument("--config", metavar="FILE", help="YAML file of mgcnn.train.TrainConfig fields, layered over "
                                                     "--recipe")
     g.add_argument("--print-config", action="store_true",
@@ -484,8 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser(
-        "train", help="train a model (default: MGiaD c_K=16 g_s=8 on FashionMNIST, short recipe)",
-        description="Train a model. Settings are layered: the built-in defaults (the short CPU recipe), then "
+        "train", help="train a model (default: MGiaD c_K=16 g_s=8 on FashionMNIST, speedrun recipe)",
+        description="Train a model. Settings are layered: the built-in defaults (the speedrun recipe), then "
                     "--recipe, then --config, then the flags below and --set. Defaults shown are the built-in ones.",
     )
     _train_arguments(p)
@@ -552,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=["cifar10", "cifar100", "fashion-mnist"])
     p.add_argument("--data-dir")
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each image's logits with its mirror image's (default: as the run was evaluated)")
     p.set_defaults(func=cmd_eval)
     return parser
 

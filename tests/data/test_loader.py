@@ -1,5 +1,6 @@
 """Device-resident loader: batched crop/flip equal the per-sample definition, determinism, sharding."""
 
+import pytest
 import torch
 
 from mgcnn.data import DeviceLoader, random_crop
@@ -59,3 +60,26 @@ def test_ranks_together_see_the_global_batches():
           for r in range(2)]
     seen = sorted(int(v) for loader in ev for _, y in loader for v in y)
     assert seen == sorted(labels.tolist())
+
+
+def test_smaller_crops_are_the_centred_window_of_the_same_shift():
+    x = torch.randn(4, 2, 8, 8)
+    offsets = torch.tensor([[0, 0], [2, 2], [4, 1], [3, 4]])
+    full = random_crop(x, offsets, 2)
+    small = random_crop(x, offsets, 2, size=4)
+    assert small.shape == (4, 2, 4, 4)
+    assert torch.equal(small, full[:, :, 2:6, 2:6])  # same shift, central 4x4 part
+    assert torch.equal(random_crop(x, torch.zeros(4, 2, dtype=torch.long), 0, size=6), x[:, :, 1:7, 1:7])
+    for bad in (10, 5):
+        with pytest.raises(ValueError, match="crop size"):
+            random_crop(x, offsets, 2, size=bad)
+
+
+def test_crop_size_can_change_between_epochs_without_changing_the_randomness():
+    images, labels = _data(n=16, h=8)
+    a = _loader(images, labels)
+    full = [x for x, _ in a]
+    a.crop_size = 4
+    small = [x for x, _ in a]
+    assert all(s.shape[-2:] == (4, 4) for s in small)
+    assert all(torch.equal(s, f[:, :, 2:6, 2:6]) for s, f in zip(small, full))

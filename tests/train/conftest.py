@@ -7,7 +7,7 @@ from tests.helpers import write_cifar
 
 TINY = dict(model="mgiad", model_kwargs={"widths": [8, 16], "coarse_channels": 4, "group_size": 2},
             dataset="cifar10", train_subset=None, batch_size=16, eval_batch_size=32, epochs=2, lr=0.05,
-            schedule="cosine", threads=1)
+            schedule="cosine", threads=1, train_size=None, tta_flip=False, eval_every=1)  # no speedrun ingredients
 
 
 @pytest.fixture()

@@ -1,5 +1,6 @@
 """The training engine on tiny synthetic CIFAR-10 archives (official format): outputs, resume, crash safety."""
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import torch
 import yaml
 
 from mgcnn import cli
+from mgcnn.models import create_model
 from mgcnn.train import (
     RunDirectoryError,
     TrainConfig,
@@ -275,7 +277,7 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(data_root, tmp_
     calls.clear()
     args = ["train", "--data-dir", str(data_root), "--out", str(tmp_path / "cli"), "--dataset", "cifar10", "--model",
             "mgiad", "--model-arg", "widths=[8, 16]", "--model-arg", "coarse_channels=4", "--model-arg",
-            "group_size=2", "--batch-size", "16", "--epochs", "2", "--threads", "1"]
+            "group_size=2", "--batch-size", "16", "--epochs", "2", "--threads", "1", "--set", "eval_every=1"]
     assert cli.main(args) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0]
@@ -295,3 +297,44 @@ def test_ctrl_c_before_the_first_epoch_says_there_is_nothing_to_resume(data_root
     with pytest.raises(TrainingInterrupted, match="before the first epoch finished; nothing to resume"):
         train(tiny(data_root, tmp_path / "run"), progress=False, log=lambda s: None)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_progressive_resizing_evaluates_every_nth_epoch_and_the_last(data_root, tmp_path, monkeypatch):
+    import mgcnn.train.engine as engine
+
+    sizes = []
+
+    def recording_model(*a, **kw):
+        model = create_model(*a, **kw)
+        model.register_forward_pre_hook(lambda m, inp: sizes.append((m.training, inp[0].shape[-1])))
+        return model
+
+    monkeypatch.setattr(engine, "create_model", recording_model)
+    cfg = tiny(data_root, tmp_path / "run", epochs=3, train_size=24, full_size_epochs=1, eval_every=2)
+    res = train(cfg, progress=False, log=lambda s: None)
+    trained = [s for training, s in sizes if training]
+    steps = len(trained) // 3
+    assert steps >= 1 and trained == [24] * (2 * steps) + [32] * steps  # the last epoch at the full size
+    assert {s for training, s in sizes if not training} == {32}  # evaluation always at the full size
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert ["test_acc" in h for h in lines] == [False, True, True]
+    assert res.test_acc == lines[-1]["test_acc"] and res.best_epoch in (2, 3)
+
+
+def test_flip_tta_averages_the_logits_of_the_image_and_its_mirror_image():
+    from mgcnn.data import DeviceLoader
+    from mgcnn.train.engine import evaluate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.Flatten(), torch.nn.LazyLinear(4))
+    images, labels = torch.randint(0, 256, (20, 1, 8, 8), dtype=torch.uint8), torch.randint(0, 4, (20,))
+    loader = DeviceLoader(images, labels, 7, mean=(0.5,), std=(0.25,), train=False)
+    model(next(iter(loader))[0])  # materialise the lazy layer
+    x = (images.float() / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        mean = 0.5 * (model(x) + model(x.flip(3)))
+    res = evaluate(model, loader, contextlib.nullcontext, tta_flip=True)
+    assert res.acc == pytest.approx(100.0 * (mean.argmax(1) == labels).float().mean().item())
+    assert res.loss == pytest.approx(torch.nn.functional.cross_entropy(mean, labels).item(), rel=1e-5)
+    plain = evaluate(model, loader, contextlib.nullcontext)
+    assert plain.loss != pytest.approx(res.loss)

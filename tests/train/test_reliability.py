@@ -59,6 +59,10 @@ def test_numbers_written_like_1e_minus_3_are_numbers_everywhere(tmp_path, capsys
     ("momentum=1.5", "momentum=1.5 is invalid; it must be >= 0.0 and < 1.0"),
     ("epochs=2.5", "epochs=2.5 is invalid; it must be an integer"),
     ("model_kwargs=[1]", "model_kwargs=[1] must be a mapping"),
+    ("train_size=27", "train_size=27 is invalid; it must be between 8 and fashion-mnist's image size 32"),
+    ("train_size=40", "train_size=40 is invalid"),
+    ("eval_every=-1", "eval_every=-1 is invalid; it must be >= 0"),
+    ("full_size_epochs=-1", "full_size_epochs=-1 is invalid; it must be >= 0"),
 ])
 def test_every_field_is_typed_and_range_checked_with_its_name(setting, message, capsys):
     assert cli.main(["train", "--set", setting, "--print-config"]) == 2

@@ -158,9 +158,12 @@ def plot_runs(runs: dict[str, list[dict]], path: str | Path) -> Path:
         color = f"C{i % 10}"
         ep = [h["epoch"] for h in hist]
         axes[0].plot(ep, [h["train_loss"] for h in hist], color=color, ls="--", label=f"{label} train")
-        axes[0].plot(ep, [h["test_loss"] for h in hist], color=color, label=f"{label} test")
+        tested = [h for h in hist if "test_acc" in h]  # eval_every > 1 evaluates only some epochs
+        axes[0].plot([h["epoch"] for h in tested], [h["test_loss"] for h in tested], color=color, marker=".",
+                     label=f"{label} test")
         axes[1].plot(ep, [h["train_acc"] for h in hist], color=color, ls="--", label=f"{label} train")
-        axes[1].plot(ep, [h["test_acc"] for h in hist], color=color, label=f"{label} test")
+        axes[1].plot([h["epoch"] for h in tested], [h["test_acc"] for h in tested], color=color, marker=".",
+                     label=f"{label} test")
         if any("val_acc" in h for h in hist):
             axes[1].plot([h["epoch"] for h in hist if "val_acc" in h], [h["val_acc"] for h in hist if "val_acc" in h],
                          color=color, ls=":", label=f"{label} val")

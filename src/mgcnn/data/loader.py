@@ -23,15 +23,23 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
 
 
-def random_crop(x: Tensor, offsets: Tensor, padding: int, mode: str = "constant") -> Tensor:
-    """Crop each image of ``x`` (B, C, H, W) from its ``padding``-padded version at ``offsets`` (B, 2) in [0, 2p]."""
+def random_crop(x: Tensor, offsets: Tensor, padding: int, mode: str = "constant", size: int | None = None) -> Tensor:
+    """Crop each image of ``x`` (B, C, H, W) from its ``padding``-padded version at ``offsets`` (B, 2) in [0, 2p].
+
+    ``size`` (default: H = W) crops a smaller centred window that moves with the same offsets: each image is shifted
+    by up to ``padding`` pixels either way, then its central ``size`` x ``size`` part is kept. The shift
+    augmentation is thus the same at every size, which is what progressive resizing by cropping needs.
+    """
     b, c, h, w = x.shape
+    s = h if size is None else size
+    if s > min(h, w) or (h - s) % 2 or (w - s) % 2:
+        raise ValueError(f"crop size {s} must be at most {min(h, w)} and differ from {h}x{w} by an even number")
     xp = F.pad(x, (padding,) * 4, mode=mode)  # (B, C, H+2p, W+2p)
-    rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # (B, H)
-    cols = offsets[:, 1:2] + torch.arange(w, device=x.device)  # (B, W)
+    rows = offsets[:, 0:1] + (h - s) // 2 + torch.arange(s, device=x.device)  # (B, s)
+    cols = offsets[:, 1:2] + (w - s) // 2 + torch.arange(s, device=x.device)  # (B, s)
     bi = torch.arange(b, device=x.device)[:, None, None, None]
     ci = torch.arange(c, device=x.device)[None, :, None, None]
-    return xp[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, H, W)
+    return xp[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, s, s)
 
 
 class DeviceLoader:
@@ -42,6 +50,8 @@ class DeviceLoader:
         batch_size: the *global* batch size; each of ``world_size`` ranks yields ``batch_size // world_size``.
         train: shuffle, augment and drop the last incomplete batch; otherwise sequential, all samples, no aug.
         crop_padding: random-crop padding (0 disables); flip: random horizontal flip.
+        crop_size: train on the central ``crop_size`` x ``crop_size`` window of each shifted image (None: the full
+            stored size); the attribute may be changed between epochs (progressive resizing).
         pad_mode: ``"constant"`` (zeros) or ``"reflect"``.
     """
 
@@ -62,6 +72,7 @@ class DeviceLoader:
         channels_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        crop_size: int | None = None,
     ):
         if batch_size % world_size:
             raise ValueError(f"batch_size={batch_size} must be divisible by the world size {world_size}")
@@ -76,6 +87,7 @@ class DeviceLoader:
         self.scale = (1.0 / (255.0 * torch.tensor(std, device=self.device))).view(1, c, 1, 1)
         self.shift = (-torch.tensor(mean, device=self.device) / torch.tensor(std, device=self.device)).view(1, c, 1, 1)
         self.epoch = 0
+        self.crop_size = crop_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -110,8 +122,8 @@ class DeviceLoader:
         for i in range(0, len(perm), per):
             j = perm[i : i + per]
             x = self.images[j]  # (b, C, H, W) uint8
-            if self.crop_padding:
-                x = random_crop(x.float(), offsets[i : i + per], self.crop_padding, self.pad_mode)
+            if self.crop_padding or self.crop_size is not None:
+                x = random_crop(x.float(), offsets[i : i + per], self.crop_padding, self.pad_mode, self.crop_size)
             if self.flip:
                 x = torch.where(flips[i : i + per, None, None, None], x.flip(3), x)
             yield self._normalise(x), self.labels[j]

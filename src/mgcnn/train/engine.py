@@ -63,7 +63,7 @@ class RunLockedError(RunDirectoryError):
 # Fields a resumed run may change: where and how fast it runs, and how long. Everything else is fixed by the
 # checkpoint (the optimizer state, the data order and the recorded run depend on it).
 RESUME_MUTABLE = ("epochs", "out", "data_dir", "download", "verify_data", "device", "threads", "eval_batch_size",
-                  "compile", "test_subset", "log_every_steps", "tensorboard")
+                  "compile", "test_subset", "log_every_steps", "tensorboard", "eval_every")
 # Schedules whose lr at a given epoch depends on the total number of epochs: changing ``epochs`` on resume would
 # give the remaining epochs a schedule the trained ones never followed.
 _SCHEDULES_OF_TOTAL = ("cosine", "onecycle")
@@ -237,11 +237,11 @@ def available_cpus() -> int:
     return max(n, 1)
 
 
-def _check_finite(model: nn.Module, test_loss: float, epoch: int, ckpt_path: Path, history: list) -> None:
+def _check_finite(model: nn.Module, test_loss: float | None, epoch: int, ckpt_path: Path, history: list) -> None:
     """Refuse to save a checkpoint of a broken model: the previous checkpoint stays the last good one."""
     bad = [n for n, t in (*model.named_parameters(), *model.named_buffers())
            if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad or not math.isfinite(test_loss):
+    if bad or (test_loss is not None and not math.isfinite(test_loss)):
         what = f"non-finite values in {bad[:3]}{' ...' if len(bad) > 3 else ''}" if bad else f"test loss {test_loss}"
         kept = (f"The last good checkpoint ({ckpt_path}, after epoch {history[-1]['epoch']}) is kept."
                 if history else "No epoch had finished, so there is no checkpoint.")
@@ -336,14 +336,19 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DeviceLoader, autocast, distributed: bool = False,
-             num_classes: int | None = None) -> EvalResult:
-    """Metrics over the whole split, exact under sharding: sums and the confusion matrix are all-reduced."""
+             num_classes: int | None = None, tta_flip: bool = False) -> EvalResult:
+    """Metrics over the whole split, exact under sharding: sums and the confusion matrix are all-reduced.
+
+    ``tta_flip``: test-time augmentation with the mirror image; the logits of an image and of its horizontal
+    flip are averaged (the training augmentation flips, so both are images the model was trained on)."""
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=loader.device)  # loss, top-1 correct, top-5 correct, count
     confusion = None
     for x, y in loader:
         with autocast():
-            logits = model(x)
+            logits = model(x)  # (b, k)
+            if tta_flip:
+                logits = 0.5 * (logits.float() + model(x.flip(3)).float())
         k = logits.shape[1]
         if confusion is None:
             confusion = torch.zeros(num_classes or k, num_classes or k, dtype=torch.int64, device=loader.device)
@@ -377,9 +382,10 @@ def validation_split(n: int, fraction: float) -> tuple[torch.Tensor, torch.Tenso
 
 def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any]:
     """The epoch whose model is "best": highest validation accuracy if there is a validation split, else (as the
-    papers report) highest test accuracy. Ties go to the earlier epoch."""
-    key = "val_acc" if "val_acc" in history[-1] else "test_acc"
-    return max(history, key=lambda h: (h[key], -h["epoch"]))
+    papers report) highest test accuracy. Ties go to the earlier epoch; epochs that were not evaluated
+    (``eval_every``) are not candidates. The last epoch is always evaluated."""
+    key = "val_acc" if any("val_acc" in h for h in history) else "test_acc"
+    return max((h for h in history if key in h), key=lambda h: (h[key], -h["epoch"]))
 
 
 class RunLogger:
@@ -684,6 +690,8 @@ def train(
             for epoch in range(start_epoch, end_epoch):
                 train_model.train()
                 train_loader.set_epoch(epoch)
+                progressive = cfg.train_size is not None and epoch < cfg.epochs - cfg.full_size_epochs
+                train_loader.crop_size = cfg.train_size if progressive else None
                 sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
                 t0 = time.perf_counter()
                 bar = Progress(train_loader, epoch=epoch, epochs=cfg.epochs, first_epoch=start_epoch,
@@ -719,20 +727,23 @@ def train(
                     for b in model.buffers():  # per forward, so ranks may hold different numbers of test batches)
                         dist.broadcast(b, 0)
                 t_eval = time.perf_counter()
-                test = evaluate(model, test_loader, autocast, distributed, spec.num_classes)
-                val = None if val_loader is None else evaluate(model, val_loader, autocast, distributed,
-                                                               spec.num_classes)
+                test = val = None
+                if epoch + 1 == cfg.epochs or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+                    test = evaluate(model, test_loader, autocast, distributed, spec.num_classes, cfg.tta_flip)
+                    val = None if val_loader is None else evaluate(model, val_loader, autocast, distributed,
+                                                                   spec.num_classes, cfg.tta_flip)
                 eval_seconds += time.perf_counter() - t_eval
                 total_seconds += seconds
                 history.append({
                     "epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": 100.0 * correct / n,
-                    "test_loss": test.loss, "test_acc": test.acc, "test_top5": test.top5, "lr": lr,
-                    "seconds": seconds, "images_per_sec": n / seconds, "images": int(n),
+                    **({} if test is None else {"test_loss": test.loss, "test_acc": test.acc, "test_top5": test.top5}),
+                    "lr": lr, "seconds": seconds, "images_per_sec": n / seconds, "images": int(n),
                     "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     **({} if val is None else {"val_loss": val.loss, "val_acc": val.acc}),
                 })
-                best = best_epoch(history)["test_acc"]
-                _check_finite(model, test.loss, epoch + 1, ckpt_path, history[:-1])
+                if any("test_acc" in h for h in history):
+                    best = best_epoch(history)["test_acc"]
+                _check_finite(model, None if test is None else test.loss, epoch + 1, ckpt_path, history[:-1])
                 if is_main:
                     save_checkpoint(ckpt_path, {
                         "format": 1, "epoch": epoch + 1, "model": strip_prefixes(model.state_dict()),
@@ -744,11 +755,12 @@ def train(
                     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
                 saved_epoch = epoch + 1
                 h = history[-1]
-                extra = f" top-5 {h['test_top5']:6.2f}%" if spec.num_classes > 10 else ""
-                extra += f"  val acc {h['val_acc']:6.2f}%" if "val_acc" in h else ""
+                tested = (f"  test loss {h['test_loss']:.4f} acc {h['test_acc']:6.2f}%" if "test_acc" in h
+                          else "  (not evaluated)")
+                tested += f" top-5 {h['test_top5']:6.2f}%" if spec.num_classes > 10 and "test_top5" in h else ""
+                tested += f"  val acc {h['val_acc']:6.2f}%" if "val_acc" in h else ""
                 say(f"epoch {h['epoch']:>3}/{cfg.epochs}  train loss {h['train_loss']:.4f} acc "
-                    f"{h['train_acc']:6.2f}%  test loss {h['test_loss']:.4f} acc {h['test_acc']:6.2f}%{extra}  "
-                    f"lr {lr:.4g}  {seconds:6.1f}s  {h['images_per_sec']:7.0f} img/s")
+                    f"{h['train_acc']:6.2f}%{tested}  lr {lr:.4g}  {seconds:6.1f}s  {h['images_per_sec']:7.0f} img/s")
                 logger.epoch(h)
         except KeyboardInterrupt:
             raise TrainingInterrupted(run_dir, saved_epoch, cfg.epochs) from None
@@ -804,8 +816,10 @@ def _check_config_file(path: Path, saved: dict[str, Any], say: Callable[[str], N
 
 # ---------------------------------------------------------------------------------------------------- evaluate
 def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,
-                        device: str = "auto", batch_size: int = 1000) -> dict[str, Any]:
+                        device: str = "auto", batch_size: int = 1000, tta_flip: bool | None = None) -> dict[str, Any]:
     """Rebuild the model of a checkpoint and evaluate it on the test split of ``dataset`` (default: its own).
+
+    ``tta_flip`` (default: as the run was evaluated) averages the logits of each image and its mirror image.
 
     Returns loss, top-1 and top-5 accuracy, per-class accuracy and the confusion matrix (rows: true class), with the
     class names.
@@ -821,10 +835,14 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
     except RuntimeError as e:
         raise CheckpointError(f"{path}: the weights do not fit {cfg.model} on {data.spec.name} ({e})") from None
     model.to(dev)
+    if cfg.channels_last:  # the layout the run was trained and evaluated in (several times faster on CPU)
+        model.to(memory_format=torch.channels_last)
     loader = DeviceLoader(data.test_images, data.test_labels, batch_size, mean=data.spec.mean, std=data.spec.std,
-                          train=False, device=dev)
-    res = evaluate(model, loader, contextlib.nullcontext, num_classes=data.spec.num_classes)
+                          train=False, device=dev, channels_last=cfg.channels_last)
+    tta = cfg.tta_flip if tta_flip is None else tta_flip
+    res = evaluate(model, loader, contextlib.nullcontext, num_classes=data.spec.num_classes, tta_flip=tta)
     return {"checkpoint": str(path), "model": cfg.model, "dataset": data.spec.name, "epoch": state["epoch"],
+            "tta_flip": tta,
             "test_loss": res.loss, "test_acc": res.acc, "test_top5": res.top5, "n": res.n,
             "classes": list(data.spec.classes), "per_class_acc": res.per_class.tolist(),
             "confusion": res.confusion.tolist()}
