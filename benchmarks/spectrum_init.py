@@ -16,7 +16,7 @@ import torch
 
 from mgcnn import create_model
 from mgcnn.analysis import conv_eigenvalues, smoothing_factor
-from mgcnn.train import TrainConfig, train
+from mgcnn.train import recipe, train
 
 INITS = [
     ("xavier (released code)", dict(init="xavier")),
@@ -46,9 +46,9 @@ def main() -> None:
             a = m.levels[0].smoother
             sf = smoothing_factor(a.roots(), conv_eigenvalues(a.A.weight, 16))
             with tempfile.TemporaryDirectory() as out:
-                cfg = TrainConfig(model=args.model, model_kwargs={"widths": widths, **kw}, dataset="fashion-mnist",
-                                  data_dir=args.data_dir, epochs=args.epochs, train_subset=args.train_subset,
-                                  seed=seed, out=out)
+                cfg = recipe("short", model=args.model, model_kwargs={"widths": widths, **kw},
+                             dataset="fashion-mnist", data_dir=args.data_dir, epochs=args.epochs,
+                             train_subset=args.train_subset, seed=seed, out=out)
                 accs.append(train(cfg, progress=False, log=lambda s: None).test_acc)
         accs_s = " ".join(f"{x:.2f}" for x in accs)
         print(f"{label:<32}{sf:>20.3f}{accs_s:>24}{sum(accs) / len(accs):>8.2f}")

@@ -157,7 +157,8 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     plans = perf.conv_plans().values()
     return {
-        "model": name, "params": count_parameters(model), "batch_size": batch_size, "device": str(dev),
+        "model": name, "params": count_parameters(model), "batch_size": batch_size, "image_size": image_size,
+        "device": str(dev),
         "device_name": device_name(dev), "amp": amp, "tf32": tf32 and dev.type == "cuda",
         "channels_last": channels_last, "allocator": perf.allocator_state(), "fast_paths": fast_paths,
         "autotune": autotune, "triton": triton, "plans_not_stock": sum(p != perf.GROUPED for p in plans),
@@ -221,7 +222,7 @@ def format_table(report: dict[str, Any]) -> str:
             f"{ratio(r, 'train_speed_vs_mgnet_ab')} | {r['peak_mem_mb']:.0f} |")
     first = report["rows"][0] if report["rows"] else {}
     lines.append(f"settings: {first.get('device')} ({report.get('device_name')}), batch {first.get('batch_size')}, "
-                 f"amp {first.get('amp')}, tf32 {first.get('tf32')}, channels_last {first.get('channels_last')}, "
+                 f"{first.get('image_size')}x{first.get('image_size')} inputs, amp {first.get('amp')}, tf32 {first.get('tf32')}, channels_last {first.get('channels_last')}, "
                  f"allocator {first.get('allocator')}, fast paths {first.get('fast_paths')}, conv autotune "
                  f"{first.get('autotune')}, triton kernel allowed {first.get('triton')} (chosen for "
                  f"{sum(r.get('plans_triton', 0) for r in report['rows'])} conv shapes)")

@@ -134,7 +134,7 @@ def build_train_config(args: argparse.Namespace):
                          "(flags and --set can still change epochs, device, threads, ...)")
     if args.resume:
         state = load_checkpoint(Path(args.resume) / "checkpoint.pt", require=("config",))
-        d = dict(state["config"], out=args.resume)
+        d = dict(TrainConfig.from_record(state["config"]).to_dict(), out=args.resume)
     else:
         cfg = recipe(args.recipe) if args.recipe else TrainConfig()
         d = cfg.to_dict()
@@ -171,9 +171,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     result = train(cfg, resume=bool(args.resume), overwrite=args.overwrite, progress_every=args.progress_every)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"final test accuracy: {result.test_acc:.2f}% (best {result.best_test_acc:.2f}%, train "
-              f"{result.train_acc:.2f}%) after {result.epochs} epochs, {result.seconds:.0f} s of training; "
-              f"{result.params:,} weights. Results in {result.run_dir}/")
+        best = (f"best {result.best_test_acc:.2f}% after epoch {result.best_epoch}, "
+                if result.best_epoch != result.epochs else "")
+        tta = " with the mirror-image TTA" if cfg.tta_flip else ""
+        print(f"final test accuracy{tta}: {result.test_acc:.2f}% ({best}train {result.train_acc:.2f}%) after "
+              f"{result.epochs} epochs, {result.seconds:.0f} s of training; {result.params:,} weights. Results in "
+              f"{result.run_dir}/")
     return 0
 
 
@@ -264,7 +267,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
         from .train.config import TrainConfig
 
         state = load_checkpoint(args.checkpoint, require=("model", "config", "epoch"))
-        cfg = TrainConfig.from_dict(state["config"])
+        cfg = TrainConfig.from_record(state["config"])
         from .data.registry import get_dataset_spec
         from .train import CheckpointError
 
@@ -358,7 +361,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     models = expand_models(args.models or DEFAULT_MODELS)
     report = run_bench(models, isolate=not args.no_isolate, device=args.device, batch_size=args.batch_size,
-                       in_channels=args.in_channels, warmup=args.warmup, steps=args.steps,
+                       in_channels=args.in_channels, image_size=args.image_size, warmup=args.warmup, steps=args.steps,
                        channels_last=args.channels_last, amp=args.amp, tuned_malloc=not args.default_malloc,
                        fast_paths=not args.reference, autotune=args.autotune, tf32=args.tf32, triton=args.triton)
     print(json.dumps(report) if args.json else format_table(report))
@@ -528,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=32, help="input height and width (default: 32)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)

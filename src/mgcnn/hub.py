@@ -142,7 +142,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
 def _from_checkpoint(state: dict[str, Any], ckpt: Path, device) -> nn.Module:
     from .train.config import TrainConfig
 
-    cfg = TrainConfig.from_dict(state["config"])
+    cfg = TrainConfig.from_record(state["config"])
     pcfg = state.get("pretrained_cfg") or pretrained_cfg(get_dataset_spec(cfg.dataset))
     model = _build(cfg.model, cfg.model_kwargs, pcfg)
     _fit(model, state["model"], ckpt, cfg.model)

@@ -3,6 +3,7 @@
 import json
 import statistics
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -235,3 +236,17 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes(data_dir, tmp_path):
     assert [h["epoch"] for h in history] == list(range(1, 41))
     log = job.stdout() or ""
     assert "Requeued job" in log and f"resuming {run} after epoch" in log
+
+
+def test_committed_runs_keep_their_ids_and_recorded_configs_their_meaning():
+    """The default recipe changed (the speedrun); the committed study's runs must map to the same ids, and a stored
+    config without the fields added since must read as what the run did, not as today's defaults."""
+    root = Path(__file__).resolve().parents[2] / "results" / "fmnist-table4-cpu"
+    ids = {r.run_id for r in expand(load_study("fmnist-table4-cpu"))}
+    assert ids == {p.name for p in (root / "runs").iterdir()}
+    for run in (root / "runs").iterdir():
+        recorded = yaml.safe_load((run / "config.yaml").read_text())
+        assert "train_size" not in recorded  # written before the field existed
+        cfg = TrainConfig.from_record(recorded)
+        assert (cfg.train_size, cfg.tta_flip, cfg.eval_every) == (None, False, 1)
+        assert config_hash(cfg) == run.name

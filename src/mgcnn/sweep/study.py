@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import parse_yaml, read_yaml
-from ..train.config import RECIPES, TrainConfig
+from ..train.config import ADDED_FIELDS, RECIPES, TrainConfig
 
 
 @dataclass
@@ -121,10 +121,8 @@ def resolve_config(fields: dict[str, Any]) -> TrainConfig:
 # Fields that say where or how fast a run happens, not what it computes: left out of the run's identity, so the same
 # experiment maps to the same directory on any machine.
 HASH_EXCLUDE = ("out", "data_dir", "download", "threads", "log_every_steps", "tensorboard")
-# Fields added after runs were hashed: left out while at these values (the behaviour before the field existed,
-# not necessarily today's default), so existing run ids stay valid.
-HASH_OMIT_AT_DEFAULT = {"val_fraction": 0.0, "train_size": None, "full_size_epochs": 1, "tta_flip": False,
-                        "eval_every": 1}
+# Fields added after runs were hashed: left out while at the value that behaves as if they did not exist.
+HASH_OMIT_AT_DEFAULT = ADDED_FIELDS
 
 
 def config_hash(cfg: TrainConfig | dict[str, Any], *, ignore_seed: bool = False) -> str:

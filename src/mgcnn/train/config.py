@@ -110,6 +110,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def from_record(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config of a recorded run (a checkpoint's or a run directory's): the fields it predates take the
+        values that reproduce what it did (:data:`ADDED_FIELDS`), not today's defaults."""
+        return cls.from_dict({**ADDED_FIELDS, **d})
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
@@ -119,6 +125,12 @@ class TrainConfig:
 
 
 _FIELD_TYPES = typing.get_type_hints(TrainConfig)
+
+# Fields added after runs were recorded, each with the value that behaves as if it did not exist. A recorded config
+# without them is read with these values (a 5-epoch run of the earlier default must resume as it began), and run ids
+# leave them out at these values (mgcnn.sweep.config_hash), so earlier run ids stay valid.
+ADDED_FIELDS: dict[str, Any] = {"val_fraction": 0.0, "train_size": None, "full_size_epochs": 1, "tta_flip": False,
+                                "eval_every": 1}
 
 
 def _unwrap(tp: Any) -> tuple[bool, Any]:
@@ -232,7 +244,7 @@ def load_yaml(path: str | Path) -> TrainConfig:
 
 # The papers' recipes. Model and dataset are chosen separately; a recipe fixes the optimisation. Every recipe names
 # every optimisation field it relies on, so that changing the defaults (the speedrun recipe) never changes another.
-_PLAIN = dict(train_size=None, full_size_epochs=1, tta_flip=False, eval_every=1)  # no speedrun ingredients
+_PLAIN = {k: v for k, v in ADDED_FIELDS.items() if k != "val_fraction"}  # no speedrun ingredients
 RECIPES: dict[str, dict[str, Any]] = {
     # MGiaD paper Sec. IV-A: SGD, momentum 0.9, wd 1e-4, lr 0.05, cosine annealing, batch 128, 400 epochs.
     "mgiad": dict(epochs=400, batch_size=128, lr=0.05, momentum=0.9, nesterov=False, weight_decay=1e-4,
@@ -250,7 +262,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     # g_s=8 in 10-12 minutes on our 2-core CPU.
     "short": dict(epochs=5, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                   schedule="onecycle", warmup_epochs=1.0, label_smoothing=0.1, crop_padding=2, **_PLAIN),
-    # The FashionMNIST speedrun (the TrainConfig defaults, what `mgcnn train` runs): see docs/speedrun.md.
+    # The FashionMNIST speedrun (the TrainConfig defaults, what `mgcnn train` runs; docs/speedrun.md): 92.61 +- 0.11%
+    # (seeds 0-2) with MGiaD c_K=16 g_s=8 in 12-13 minutes on our 2-core CPU; the paper's Table IV: 93.35%.
     "speedrun": {},
 }
 

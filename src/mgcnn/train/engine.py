@@ -201,7 +201,7 @@ def resume_changes(saved: dict[str, Any], cfg: TrainConfig, done: int = 0) -> di
     """The fields ``cfg`` changes relative to a checkpoint's config (after ``done`` epochs): {field: (saved, new)};
     raises for changes a resume cannot honour, naming the fields it can change."""
     now = cfg.to_dict()
-    saved = {**TrainConfig().to_dict(), **saved}  # fields added since the checkpoint was written: their defaults
+    saved = TrainConfig.from_record(saved).to_dict()  # fields added since the checkpoint: as if they did not exist
     changed = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
     if "epochs" in changed:
         if cfg.epochs < done:
@@ -825,7 +825,7 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
     class names.
     """
     state = load_checkpoint(path, require=("model", "config", "epoch"))
-    cfg = TrainConfig.from_dict(state["config"])
+    cfg = TrainConfig.from_record(state["config"])
     data = load_dataset(dataset or cfg.dataset, data_dir or cfg.data_dir, train=False)
     dev = resolve_device(device)
     model = create_model(cfg.model, num_classes=data.spec.num_classes, in_channels=data.spec.in_channels,
