@@ -147,7 +147,6 @@ def bench_all(run: Run, seconds: float) -> dict:
             if time.time() > deadline:
                 out[f"{label} triton={triton_on}"] = "skipped: out of time"
                 continue
-            perf.clear_conv_plans()
             report = bench.run_bench(models, **kw, **cfg, triton=triton_on)
             key = f"{label}, triton kernel {'allowed' if triton_on else 'off'}"
             out[key] = report
@@ -227,8 +226,8 @@ def triton_shapes(run: Run, seconds: float) -> dict:
                 y.backward(torch.ones_like(y))
 
             steps = 1 if run.dry else 20
-            t_cudnn = perf.median_time(lambda: fb(lambda a, b: F.conv2d(a, b, None, s, 1, 1, c // g)), dev, 2, steps)
-            t_triton = perf.median_time(lambda: fb(lambda a, b: triton_conv.grouped_conv3x3(a, b, s, c // g)), dev, 2,
+            t_cudnn = bench.median_time(lambda: fb(lambda a, b: F.conv2d(a, b, None, s, 1, 1, c // g)), dev, 2, steps)
+            t_triton = bench.median_time(lambda: fb(lambda a, b: triton_conv.grouped_conv3x3(a, b, s, c // g)), dev, 2,
                                         steps)
             rows.append({"dtype": str(dtype).removeprefix("torch."), "channels": c, "hw": hw, "group_size": g,
                          "stride": s, "max_rel_err": err, "cudnn_ms": 1e3 * t_cudnn, "triton_ms": 1e3 * t_triton,
@@ -250,7 +249,7 @@ def table_iv_epochs(run: Run, seconds: float) -> dict:
     rows = run.results["steps"].setdefault("table_iv_epochs", {"status": "running"}).setdefault("rows", [])
     deadline = time.time() + seconds
     epochs = 1 if run.dry else 2
-    perf.set_triton_conv(True)  # what `mgcnn train` uses: planner on, the kernel allowed, TF32 as torch defaults
+    # what `mgcnn train` uses: the planner (Triton kernel allowed unless MGCNN_TRITON_CONV=0), TF32 as torch defaults
     bench.set_tf32(False)
     variants = [("eager", dict(compile=False))]
     if run.device.type == "cuda" and not run.dry:

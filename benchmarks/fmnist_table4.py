@@ -13,7 +13,8 @@ import argparse
 import json
 import tempfile
 
-from mgcnn.models import count_parameters, create_model, model_info
+from mgcnn.models import count_parameters, create_model
+from mgcnn.papers import rows_for_model
 from mgcnn.train import recipe, train
 
 MODELS = [
@@ -40,7 +41,7 @@ def main() -> None:
             cfg = recipe("short", model=name, dataset="fashion-mnist", data_dir=args.data_dir, epochs=args.epochs,
                          train_subset=args.train_subset or None, seed=args.seed, out=out)
             res = train(cfg, progress=False, log=lambda s: None)
-        paper = next((r for r in model_info(name).paper_rows if r.table == "IV"), None)
+        paper = next((r for r in rows_for_model(name) if r.table == "IV"), None)
         n = count_parameters(create_model(name, in_channels=1), include_head=False)
         rows.append((label, n, res.test_acc, res.train_acc, res.images_per_sec,
                      paper.test_acc if paper else None))

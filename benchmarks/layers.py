@@ -6,7 +6,7 @@
 
 `convs` records every convolution one training forward of each model runs (fast paths on), times each distinct
 shape forward + backward (input and weight gradients) with the stock grouped kernel and with the best merged-group
-plan (`mgcnn.perf.merge_groups`), and sums them. Dividing the model's training FLOPs by that conv-only time gives
+plan (`mgcnn.layers.conv.merge_groups`), and sums them. Dividing the model's training FLOPs by that conv-only time gives
 an upper bound on the model's achieved training GFLOP/s that holds even if every other op (norms, activations,
 residuals, transfers) took no time at all. ResNet18's achieved training GFLOP/s is measured in the same run.
 Timings: medians of 5 after 2 warm-ups; fp32, channels_last.
@@ -27,14 +27,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from mgcnn import perf
-from mgcnn.layers import ChannelProlongation, ChannelRestriction
+from mgcnn.layers import ChannelProlongation, ChannelRestriction, reference_mode
+from mgcnn.layers import conv as conv_mod
 from mgcnn.models import create_model
 
 CL = torch.channels_last
 
 
 def median_ms(fn, warmup: int = 2, steps: int = 5) -> float:
-    return 1e3 * perf.median_time(fn, torch.device("cpu"), warmup, steps)
+    return 1e3 * conv_mod.median_time(fn, torch.device("cpu"), warmup, steps)
 
 
 # ------------------------------------------------------------------------------------------------ allocator
@@ -81,7 +82,7 @@ def bench_transfers(batch: int) -> None:
                 module(x).backward(g)
 
             fast = median_ms(step)
-            with perf.reference_mode():
+            with reference_mode(module):
                 ref = median_ms(step)
             print(f"| {cls.__name__} | {batch}x{c_in}x{hw}x{hw} | {ref:.1f} | {fast:.1f} |")
 
@@ -104,7 +105,7 @@ def _conv_ms(x_shape, w_shape, stride, padding, groups, plan, input_grad: bool) 
     w = torch.randn(w_shape).requires_grad_()
 
     def step():
-        y = perf.grouped_conv(x, w, plan, stride, padding, (1, 1), groups)
+        y = conv_mod.grouped_conv(x, w, plan, stride, padding, (1, 1), groups)
         y.backward(torch.ones_like(y))
 
     return median_ms(step)
@@ -152,9 +153,9 @@ def bench_convs(models: list[str], batch: int) -> None:
             gf = 3 * 2 * xs[0] * c_out * cin_g * kh * kw * out_hw * out_hw / 1e9
             input_grad = xs[1] != 3  # the stem's input needs no gradient
             times = {plan: _conv_ms(xs, ws, stride, padding, groups, plan, input_grad)
-                     for plan in perf._candidates(groups, cin_g, c_out // groups)}
+                     for plan in conv_mod.candidates(groups, cin_g, c_out // groups)}
             best = min(times, key=times.get)
-            grouped = times[perf.GROUPED]
+            grouped = times[conv_mod.GROUPED]
             total_grouped += n * grouped
             total_best += n * times[best]
             print(f"| {'x'.join(map(str, xs))} | {'x'.join(map(str, ws))} | {stride[0]} | {groups} | {n} | {gf:.2f} | "

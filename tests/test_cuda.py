@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import mgcnn
-from mgcnn import bench, perf
+from mgcnn import bench
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
 
@@ -22,7 +22,7 @@ def test_tf32_switches_follow_the_bench_setting():
 @cuda
 def test_median_time_measures_gpu_work_not_launches():
     cycles = int(torch.cuda.get_device_properties(0).clock_rate * 1e3 * 0.02)  # ~20 ms of GPU sleep
-    t = perf.median_time(lambda: torch.cuda._sleep(cycles), torch.device("cuda"), warmup=1, steps=3)
+    t = bench.median_time(lambda: torch.cuda._sleep(cycles), torch.device("cuda"), warmup=1, steps=3)
     assert t > 0.01  # a host clock without synchronisation would see only the microseconds of the launch
 
 

@@ -11,10 +11,11 @@ images/s; peak memory
 The ceiling is the GFLOP/s of a dense square matmul at the same dtype, measured in the same run.
 
 Speed settings (all on by default, each can be switched off for an A/B comparison): the tuned allocator
-(``mgcnn.perf.tune_allocator``), the layers' fast paths (off = ``mgcnn.perf.reference_mode``) and per-shape
-grouped-convolution plans (``mgcnn.perf.set_conv_autotune``; timed during the warm-up steps). FLOPs are counted on
-the fast path with the stock grouped kernels, i.e. the work the model needs, not the zeros a merged-group plan adds;
-the channel-pair transfers are elementwise there and not counted (2 FLOPs per output element, <1% of any model).
+(``mgcnn.perf.tune_allocator``), the layers' fast paths (off = ``mgcnn.layers.reference_mode``) and per-shape
+grouped-convolution plans (a ``mgcnn.layers.ConvPlanner`` attached to the model; timed during the warm-up steps).
+FLOPs are counted on the fast path with the stock grouped kernels, i.e. the work the model needs, not the zeros a
+merged-group plan adds; the channel-pair transfers are elementwise there and not counted (2 FLOPs per output
+element, <1% of any model).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import perf
+from .layers.conv import GROUPED, ConvPlanner, median_time, reference_mode, set_conv_planner
+
+__all__ = ["bench_model", "format_table", "gemm_ceiling", "median_time", "run_bench"]
 
 DEFAULT_MODELS = ["resnet20", "resnet18", "mgnet_ab_l3", "mgnet_ab", "mgiad_l3_c16_g8", "mgiad_c16_g4",
                   "mgiad_c64_g8", "poly_mgnet_q2"]
@@ -39,14 +43,13 @@ DEFAULT_MODELS = ["resnet20", "resnet18", "mgnet_ab_l3", "mgnet_ab", "mgiad_l3_c
 
 def _settings() -> tuple:
     cuda = torch.cuda.is_available()
-    return (perf.triton_conv_enabled(), torch.backends.cuda.matmul.allow_tf32 if cuda else None,
+    return (torch.backends.cuda.matmul.allow_tf32 if cuda else None,
             torch.backends.cudnn.allow_tf32 if cuda else None)
 
 
 def _restore(settings: tuple) -> None:
     """Put back the process settings a measurement changed (a library caller keeps its own)."""
-    triton, matmul_tf32, cudnn_tf32 = settings
-    perf.set_triton_conv(triton)
+    matmul_tf32, cudnn_tf32 = settings
     if matmul_tf32 is not None:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32
 
@@ -73,7 +76,7 @@ def gemm_ceiling(device: torch.device, dtype: torch.dtype, sizes=(1024, 2048, 40
     for n in sizes:
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
-        t = perf.median_time(lambda a=a, b=b: a @ b, device, 1, steps)
+        t = median_time(lambda a=a, b=b: a @ b, device, 1, steps)
         best = max(best, 2 * n**3 / t / 1e9)
     return best
 
@@ -106,8 +109,7 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
     dev = torch.device(device)
     settings = _settings()
     set_tf32(tf32)
-    perf.set_triton_conv(triton)
-    perf.clear_conv_plans()  # this model's plans only (several models may be measured in one process)
+    planner = ConvPlanner(triton=triton)  # this model's plans only (several models may be measured in one process)
     torch.manual_seed(0)
     model = create_model(name, in_channels=in_channels).to(dev)
     x = torch.randn(batch_size, in_channels, image_size, image_size, device=dev)
@@ -133,35 +135,32 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
         with autocast():
             model(x)
 
-    mode = contextlib.nullcontext() if fast_paths else perf.reference_mode()
-    autotune_before = perf.conv_autotune_enabled()
+    mode = contextlib.nullcontext() if fast_paths else reference_mode(model)
     warmup = max(warmup, 1 if autotune else 0)  # plans are timed on the first call, never inside a timed step
     try:
         with mode:
-            perf.set_conv_autotune(False)  # count the work the model needs (see the module docstring)
-            with FlopCounterMode(display=False) as fwd:
+            with FlopCounterMode(display=False) as fwd:  # stock kernels: the work the model needs (module docstring)
                 infer_step()
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
-            perf.set_conv_autotune(autotune)
+            set_conv_planner(model, planner if autotune else None)
             model.train()
-            t_train = perf.median_time(train_step, dev, warmup, steps)
+            t_train = median_time(train_step, dev, warmup, steps)
             model.eval()
-            t_infer = perf.median_time(infer_step, dev, warmup, steps)
+            t_infer = median_time(infer_step, dev, warmup, steps)
     finally:
-        perf.set_conv_autotune(autotune_before)
         _restore(settings)
     fwd_flops = fwd.get_total_flops() / batch_size
     train_flops = 3 * fwd_flops  # see the module docstring
     peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    plans = perf.conv_plans().values()
+    plans = planner.plans.values()
     return {
         "model": name, "params": count_parameters(model), "batch_size": batch_size, "image_size": image_size,
         "device": str(dev),
         "device_name": device_name(dev), "amp": amp, "tf32": tf32 and dev.type == "cuda",
         "channels_last": channels_last, "allocator": perf.allocator_state(), "fast_paths": fast_paths,
-        "autotune": autotune, "triton": triton, "plans_not_stock": sum(p != perf.GROUPED for p in plans),
+        "autotune": autotune, "triton": triton, "plans_not_stock": sum(p != GROUPED for p in plans),
         "plans_triton": sum(p[0] == "triton" for p in plans),
         "train_img_s": batch_size / t_train, "infer_img_s": batch_size / t_infer,
         "fwd_macs_per_img": fwd_flops / 2, "fwd_flops_per_img": fwd_flops, "train_flops_per_img": train_flops,

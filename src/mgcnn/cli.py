@@ -9,67 +9,11 @@ import sys
 from collections.abc import Sequence
 
 
-def _fmt_k(n: int) -> str:
-    return f"{n:,}k"
-
-
-_ROMAN = {str(i): r for i, r in enumerate(("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X"), start=1)}
-
-
-def _table_name(name: str) -> str:
-    """``--table`` as the rows name it: ``4`` or ``iv`` -> ``IV``; an unknown table is an error listing them all."""
-    from .models.paper import ALL_ROWS
-
-    tables = list(dict.fromkeys(r.table for r in ALL_ROWS))
-    key = _ROMAN.get(name.strip(), name.strip())
-    for t in tables:
-        if t.lower() == key.lower():
-            return t
-    raise ValueError(f"--table {name!r} does not exist; tables: {', '.join(tables)} "
-                     f"(MGiaD Tables I-IX, '7' = Poly-MgNet code counts, 'code' = He & Xu's released MgNet)")
-
-
 def cmd_params(args: argparse.Namespace) -> int:
     """Print every paper-table row: the paper's #weights beside ours, and whether they match."""
-    from .models.paper import check_rows
+    from .papers.check import print_params
 
-    table = _table_name(args.table) if args.table is not None else None
-    checks = [c for c in check_rows() if table is None or c.row.table == table]
-    header = ("table", "row", "model", "dataset", "paper", "ours", "ours (exact)", "other rule", "status")
-    rows = []
-    for c in checks:
-        other = "with head" if not c.row.counts_head else "no head"
-        rows.append((
-            c.row.table, c.row.label, c.row.model, c.row.dataset, _fmt_k(c.row.reported_k), _fmt_k(c.ours_k),
-            f"{c.ours:,}", f"{c.ours_other:,} ({other})", c.status,
-        ))
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join("{:<%d}" % w for w in widths)
-    for r in [header, tuple("-" * w for w in widths), *rows]:
-        print(line.format(*r).rstrip())
-    errors = [c for c in checks if c.status == "paper error"]
-    mismatches = [c for c in checks if c.status == "MISMATCH"]
-    if errors:
-        print("\nDocumented paper errors (listed, not forced to match):")
-        for c in errors:
-            print(f"  Table {c.row.table}, {c.row.label} ({c.row.dataset}): {c.row.known_error}")
-    notes = [c for c in checks if c.row.note and c.row.source == "MGiaD"]
-    if notes:
-        print("\nNotes:")
-        for c in notes:
-            print(f"  Table {c.row.table}, {c.row.label}: {c.row.note}")
-    print(
-        f"\n{len(checks)} rows: {sum(c.matches for c in checks)} match, {len(errors)} documented paper errors, "
-        f"{len(mismatches)} mismatches. Counting rule: trainable parameters rounded half-up to thousands; "
-        "FashionMNIST rows use a 1-channel stem and leave out the classifier. Conventions, layouts and every paper "
-        "error: docs/weight-counts.md."
-    )
-    if args.check and mismatches:
-        for c in mismatches:
-            print(f"MISMATCH: Table {c.row.table} {c.row.label}: paper {c.row.reported_k}k, ours {c.ours:,}",
-                  file=sys.stderr)
-        return 1
-    return 0
+    return print_params(args.table, check=args.check)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -263,22 +207,14 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     if bool(args.model) == bool(args.checkpoint):
         raise ValueError("pass exactly one of --model NAME or --checkpoint PATH")
     if args.checkpoint:
-        from .train.checkpoint import load_checkpoint, strip_prefixes
+        from .train.checkpoint import load_checkpoint
         from .train.config import TrainConfig
+        from .train.model import build_model, load_weights
 
         state = load_checkpoint(args.checkpoint, require=("model", "config", "epoch"))
         cfg = TrainConfig.from_record(state["config"])
-        from .data.registry import get_dataset_spec
-        from .train import CheckpointError
-
-        spec = get_dataset_spec(cfg.dataset)
-        model = create_model(cfg.model, num_classes=spec.num_classes, in_channels=spec.in_channels,
-                             **cfg.model_kwargs)
-        try:
-            model.load_state_dict(strip_prefixes(state["model"]))
-        except RuntimeError as e:
-            raise CheckpointError(f"{args.checkpoint}: the saved weights do not fit {cfg.model} "
-                                  f"({str(e).splitlines()[0]})") from None
+        model = build_model(cfg)
+        load_weights(model, state["model"], args.checkpoint, cfg.model)
         label = f"{cfg.model} (checkpoint {args.checkpoint}, epoch {state['epoch']})"
     else:
         import torch
@@ -286,16 +222,16 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         model = create_model(args.model, **_parse_assignments(args.model_arg, "--model-arg"))
         label = f"{args.model} (initialisation, seed {args.seed})"
+    spectra = model_spectra(model, args.grid)  # a model without level operators fails here, before any output
+    factors = model_smoothing_factors(model, args.grid)
+    smoothers = {e.name: e.smoother for e in model.level_operators()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    spectra = model_spectra(model, args.grid)
-    factors = model_smoothing_factors(model, args.grid)
     np.savez(out / "eigenvalues.npz", **{k.replace(".", "_"): v.numpy() for k, v in spectra.items()})
     rows = []
     for name, eigs in spectra.items():
         row = {"operator": name, **spectrum_summary(eigs)}
-        level = model.levels[int(name.split(".")[0].removeprefix("level")) - 1]
-        roots = level.smoother.roots() if hasattr(level.smoother, "roots") else None
+        roots = smoothers[name].roots()
         row["smoothing_factor"] = factors.get(name)
         rows.append(row)
         if not args.no_plots:
@@ -462,6 +398,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .data.registry import list_datasets
+    from .sweep.runner import EXECUTORS
+    from .train.config import AMP_MODES
 
     parser = argparse.ArgumentParser(prog="mgcnn", description="Multigrid-inspired CNNs: build, count, train, analyse.")
     parser.add_argument("--version", action="version", version=f"mgcnn {__version__}")
@@ -510,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", nargs="?", help="built-in study name or YAML file")
     p.add_argument("--list", action="store_true", help="list the built-in studies")
     p.add_argument("--seeds", type=int, help="number of seeds (0..N-1), overriding the study's")
-    p.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"])
+    p.add_argument("--executor", default="local", choices=EXECUTORS)
     p.add_argument("--jobs", type=int, default=1, help="local: runs at a time (one GPU each when there are GPUs)")
     p.add_argument("--out", help="sweep directory (default sweeps/<study>)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field of every run")
@@ -535,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
+    p.add_argument("--amp", choices=AMP_MODES, default="off")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-isolate", action="store_true", help="measure in this process (peak memory is shared)")
     p.add_argument("--autotune", action=argparse.BooleanOptionalAction, default=True,
@@ -555,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-class accuracy and the confusion matrix (CSV, and PNG with matplotlib)")
     p.add_argument("--out", help="folder for the --per-class files (default: the checkpoint's folder)")
     p.add_argument("--json", action="store_true", help="print one JSON object (machine-readable) instead of text")
-    p.add_argument("--dataset", choices=["cifar10", "cifar100", "fashion-mnist"])
+    p.add_argument("--dataset", choices=list_datasets())
     p.add_argument("--data-dir")
     p.add_argument("--device", default="auto")
     p.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,

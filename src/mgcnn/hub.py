@@ -112,12 +112,9 @@ def _attach(model: nn.Module, name: str, kwargs: dict[str, Any], cfg: dict[str, 
 
 
 def _fit(model: nn.Module, state: dict[str, Tensor], where: Path, name: str) -> None:
-    from .train.checkpoint import CheckpointError, strip_prefixes
+    from .train.model import load_weights
 
-    try:
-        model.load_state_dict(strip_prefixes(state))
-    except RuntimeError as e:
-        raise CheckpointError(f"{where}: the saved weights do not fit {name} ({str(e).splitlines()[0]})") from None
+    load_weights(model, state, where, name)
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:

@@ -3,6 +3,7 @@
 import hashlib
 import http.server
 import threading
+from typing import ClassVar
 
 import pytest
 
@@ -14,7 +15,7 @@ GOOD_MD5 = hashlib.md5(GOOD).hexdigest()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
+    files: ClassVar[dict[str, bytes]] = {}
 
     def log_message(self, *args):  # keep test output clean
         pass

@@ -10,14 +10,12 @@ import torch
 
 from mgcnn.data import DatasetCorruptError, DatasetNotFoundError, data_roots, load_dataset
 from mgcnn.data.io import load_cifar
-from tests.helpers import FMNIST_REASON, HAVE_FMNIST, SHARED_DATA, gz, write_cifar
-
-needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason=FMNIST_REASON)
+from tests.helpers import TEST_DATA, gz, needs_fmnist, write_cifar
 
 
 @needs_fmnist
 def test_real_fashion_mnist_loads_padded_and_verified():
-    d = load_dataset("fashion-mnist", SHARED_DATA)
+    d = load_dataset("fashion-mnist", TEST_DATA)
     assert d.train_images.shape == (60000, 1, 32, 32) and d.train_images.dtype == torch.uint8
     assert d.test_images.shape == (10000, 1, 32, 32)
     assert torch.bincount(d.train_labels).tolist() == [6000] * 10
@@ -30,7 +28,7 @@ def test_real_fashion_mnist_loads_padded_and_verified():
 def _fmnist_copy(tmp_path, names=None):
     dst = tmp_path / "fashion-mnist"
     dst.mkdir(parents=True)
-    for p in (SHARED_DATA / "fashion-mnist").glob("*-ubyte.gz"):
+    for p in (TEST_DATA / "fashion-mnist").glob("*-ubyte.gz"):
         if names is None or p.name in names:
             shutil.copy(p, dst / p.name)
     return dst

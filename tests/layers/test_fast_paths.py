@@ -1,4 +1,4 @@
-"""The fast formulations compute the same maths as the straightforward implementation (``perf.reference_mode``):
+"""The fast formulations compute the same maths as the straightforward implementation (``reference_mode``):
 outputs and gradients of whole models in float64, and the transfers on their own."""
 
 import pytest
@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import mgcnn
-from mgcnn import perf
-from mgcnn.layers import ChannelProlongation, ChannelRestriction
+from mgcnn.layers import ChannelProlongation, ChannelRestriction, ConvPlanner, reference_mode, set_conv_planner
+from mgcnn.layers.conv import GROUPED
 from mgcnn.layers.transfer import _PairProlong, _PairRestrict
 
 CL = torch.channels_last
@@ -19,7 +19,7 @@ def test_pair_transfers_equal_the_grouped_1x1_convolution(cls, c_in):
     torch.manual_seed(0)
     module = cls(8).double()
     assert type(module).__mro__[1] is torch.nn.Conv2d
-    assert list(module.state_dict()) == ["weight"] and module.weight.numel() == 8  # c weights (spec 4b)
+    assert list(module.state_dict()) == ["weight"] and module.weight.numel() == 8  # c weights (architectures.md 6d)
     x = torch.randn(3, c_in, 5, 6, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
     y = module(x)
     assert y.is_contiguous(memory_format=CL)  # no layout flip
@@ -76,23 +76,19 @@ def _loss_and_grads(model, x, y):
 
 
 @pytest.fixture(params=["stock-kernels", "autotuned"])
-def conv_plans(request, monkeypatch):
-    """Either no autotuning, or autotuning with a fake clock on which the last candidate is always the fastest, so
+def conv_plans(request):
+    """Either no planner, or a planner with a fake clock on which the last candidate is always the fastest, so
     that every merged-group and split formulation runs inside the models."""
-    perf.clear_conv_plans()
-    if request.param == "autotuned":
-        calls = []
+    if request.param == "stock-kernels":
+        return None
+    calls = []
 
-        def fake_time(run, device, repeats=3):
-            run()
-            calls.append(run)
-            return 1.0 / len(calls)
+    def timer(run, device):
+        run()
+        calls.append(run)
+        return 1.0 / len(calls)
 
-        monkeypatch.setattr(perf, "_time_plan", fake_time)
-        perf.set_conv_autotune(True)
-    yield request.param
-    perf.set_conv_autotune(False)
-    perf.clear_conv_plans()
+    return ConvPlanner(timer=timer)
 
 
 @pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "nchw"])
@@ -100,6 +96,7 @@ def conv_plans(request, monkeypatch):
 def test_fast_paths_match_the_reference_model(key, channels_last, conv_plans, device):
     torch.manual_seed(0)
     model = _build(key).double().train().to(device)
+    set_conv_planner(model, conv_plans)
     x = torch.randn(4, 3, 16, 16, dtype=torch.float64, device=device)
     y = torch.randint(0, 10, (4,), device=device)
     if channels_last:
@@ -107,10 +104,10 @@ def test_fast_paths_match_the_reference_model(key, channels_last, conv_plans, de
     state = {k: v.clone() for k, v in model.state_dict().items()}  # BN running stats move in train mode
     out, grads = _loss_and_grads(model, x, y)
     model.load_state_dict(state)
-    with perf.reference_mode():
+    with reference_mode(model):
         out_ref, grads_ref = _loss_and_grads(model, x, y)
-    if conv_plans == "autotuned" and key.startswith(("mgiad", "mgnet")):
-        assert any(plan != perf.GROUPED for plan in perf.conv_plans().values())
+    if conv_plans is not None and key.startswith(("mgiad", "mgnet")):
+        assert any(plan != GROUPED for plan in conv_plans.plans.values())
     torch.testing.assert_close(out, out_ref, rtol=1e-9, atol=1e-12)
     assert grads.keys() == grads_ref.keys()
     scale = max(g.abs().max().item() for g in grads_ref.values())
@@ -139,12 +136,12 @@ def test_fas_residual_reuse_saves_one_conv_per_coarse_grid():
     x = torch.randn(1, 3, 16, 16)
     # MgNet, 3 levels: levels 2 and 3 start from the known residual R f
     mgnet = mgcnn.create_model("mgnet", widths=(8, 16, 16), smoothing_steps=2).eval()
-    with perf.reference_mode():
+    with reference_mode(mgnet):
         ref = _count_convs(mgnet, x)
     assert ref - _count_convs(mgnet, x) == 2
     # MGiaD, 2 levels with channel chains [8, 4, 2] and [16, 8, 4, 2]: 2 + 3 coarse channel levels, plus level 2
     mgiad = mgcnn.create_model("mgiad", widths=(8, 16), coarse_channels=2, group_size=2).eval()
-    with perf.reference_mode():
+    with reference_mode(mgiad):
         ref = _count_convs(mgiad, x)
     # the channel-pair transfers are not convolutions on the fast path (NCHW here, so they still are)
     assert ref - _count_convs(mgiad, x) == 2 + 3 + 1
@@ -181,6 +178,7 @@ def test_channels_last_end_to_end_without_layout_flips(key, conv_plans):
     """Every activation and activation gradient of a channels-last model is written channels-last (no reorders
     between layers), with the stock kernels and with every alternative plan."""
     model = _build(key).to(memory_format=CL).train()
+    set_conv_planner(model, conv_plans)
     x = torch.randn(3, 3, 12, 12).contiguous(memory_format=CL)
     model(x)  # plans are timed here, outside the recorder
     with _Layouts(batch=3) as rec:

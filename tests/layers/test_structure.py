@@ -134,7 +134,7 @@ def test_sic_is_algorithm_2(pre, post):
                                post_smoothing=post, **LINEAR).double()
     sic = model.levels[0].smoother
     assert sic.chain() == [16, 8, 4]
-    assert [op.groups for op in sic.operators()] == [8, 4, 1]  # g_s = 2 above the coarsest, dense at c_K
+    assert [op.groups for op in sic.operators().values()] == [8, 4, 1]  # g_s = 2 above the coarsest, dense at c_K
     u = torch.randn(2, 16, 5, 5, dtype=torch.float64)
     f = torch.randn(2, 16, 5, 5, dtype=torch.float64)
     torch.testing.assert_close(sic(u, f), sic_by_hand(sic, u, f), rtol=0, atol=1e-10)

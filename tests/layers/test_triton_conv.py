@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import mgcnn
-from mgcnn import perf
+from mgcnn.layers import ConvPlanner, set_conv_planner
 from mgcnn.layers import triton_conv
 
 pytestmark = pytest.mark.skipif(not triton_conv.triton_available(),
@@ -71,14 +71,9 @@ def test_real_mgiad_shapes_on_cuda(c, hw, g_s, stride, dtype):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the planner only considers the kernel on CUDA")
 def test_planner_times_the_kernel_and_keeps_the_fastest_on_cuda():
-    perf.clear_conv_plans()
-    perf.set_conv_autotune(True)
-    try:
-        model = mgcnn.create_model("mgiad_c16_g4").cuda().to(memory_format=CL)
-        x = torch.randn(32, 3, 32, 32, device="cuda").contiguous(memory_format=CL)
-        model(x).sum().backward()
-        plans = perf.conv_plans()
-        assert plans and all(p[0] in ("merge", "split", "triton") for p in plans.values())
-    finally:
-        perf.set_conv_autotune(False)
-        perf.clear_conv_plans()
+    model = mgcnn.create_model("mgiad_c16_g4").cuda().to(memory_format=CL)
+    planner = set_conv_planner(model, ConvPlanner(triton=True))
+    x = torch.randn(32, 3, 32, 32, device="cuda").contiguous(memory_format=CL)
+    model(x).sum().backward()
+    plans = planner.plans
+    assert plans and all(p[0] in ("merge", "split", "triton") for p in plans.values())

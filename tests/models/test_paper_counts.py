@@ -1,14 +1,14 @@
-"""The papers' #weights, row by row (spec architectures.md 4d, poly-mgnet.md 7)."""
+"""The papers' #weights, row by row (docs/architectures.md 6f, 7g; docs/weight-counts.md)."""
 
 import pytest
 import torch
 
 import mgcnn
-from mgcnn import cli
-from mgcnn.models import paper
+from mgcnn import cli, papers
 from mgcnn.models.counting import round_thousands
+from mgcnn.papers import tables
 
-# Exact counts derived independently in spec architectures.md (closed-form counter), CIFAR-10 unless noted.
+# Exact counts derived independently (closed-form counter, docs/architectures.md), CIFAR-10 unless noted.
 SPEC_EXACT = {
     ("resnet18", "cifar10"): 11_173_962,
     ("resnet18", "cifar100"): 11_220_132,
@@ -72,7 +72,7 @@ SPEC_EXACT = {
 
 @pytest.fixture(scope="module")
 def checks():
-    return paper.check_rows()
+    return papers.check_rows()
 
 
 def test_round_thousands_is_half_up():
@@ -98,7 +98,7 @@ def test_exact_counts_equal_the_spec(checks):
     for key, expected in SPEC_EXACT.items():
         got = ours.get(key)
         if got is None:  # a spec count for a (model, dataset) pair not in a table row
-            got = paper.count_for_row(paper.PaperRow("t", "t", "t", key[0], key[1], 0))[0]
+            got = papers.count_for_row(papers.PaperRow("t", "t", "t", key[0], key[1], 0))[0]
         assert got == expected, key
 
 
@@ -120,13 +120,13 @@ def test_cli_params_check_passes_and_prints_every_row(capsys):
     out = capsys.readouterr().out
     assert "0 mismatches" in out
     assert sum(line.endswith("paper error") for line in out.splitlines()) == 8
-    assert sum(line.endswith("match") for line in out.splitlines()) == len(paper.ALL_ROWS) - 8
+    assert sum(line.endswith("match") for line in out.splitlines()) == len(papers.ALL_ROWS) - 8
     assert "mgiad_l3_c16_g8" in out and "poly_mgnet_q6" in out
 
 
 def test_cli_params_check_fails_on_a_real_mismatch(monkeypatch, capsys):
-    wrong = paper.PaperRow("MGiaD", "II", "fake", "mgiad_c4_g4", "cifar10", 137)
-    monkeypatch.setattr(paper, "ALL_ROWS", [*paper.ALL_ROWS, wrong])
+    wrong = papers.PaperRow("MGiaD", "II", "fake", "mgiad_c4_g4", "cifar10", 137)
+    monkeypatch.setattr(tables, "ALL_ROWS", [*tables.ALL_ROWS, wrong])
     assert cli.main(["params", "--check"]) == 1
     assert "MISMATCH" in capsys.readouterr().err
     assert cli.main(["params"]) == 0  # without --check the table is only printed

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from mgcnn import cli
+from mgcnn.papers.studies import STUDY_DIR, render, studies
 from mgcnn.sweep import aggregate, builtin_studies, collect, config_hash, expand, load_study, run_sweep, write_report
-from mgcnn.sweep.make_studies import STUDY_DIR, render, studies
 from mgcnn.train import TrainConfig, load_checkpoint, train
 from tests.helpers import write_cifar
 

@@ -300,7 +300,7 @@ def test_ctrl_c_before_the_first_epoch_says_there_is_nothing_to_resume(data_root
 
 
 def test_progressive_resizing_evaluates_every_nth_epoch_and_the_last(data_root, tmp_path, monkeypatch):
-    import mgcnn.train.engine as engine
+    import mgcnn.train.model as run_model
 
     sizes = []
 
@@ -309,7 +309,7 @@ def test_progressive_resizing_evaluates_every_nth_epoch_and_the_last(data_root, 
         model.register_forward_pre_hook(lambda m, inp: sizes.append((m.training, inp[0].shape[-1])))
         return model
 
-    monkeypatch.setattr(engine, "create_model", recording_model)
+    monkeypatch.setattr(run_model, "create_model", recording_model)  # every model of a run comes from build_model
     cfg = tiny(data_root, tmp_path / "run", epochs=3, train_size=24, full_size_epochs=1, eval_every=2)
     res = train(cfg, progress=False, log=lambda s: None)
     trained = [s for training, s in sizes if training]

@@ -274,6 +274,26 @@ def test_unknown_model_kwargs_list_the_allowed_ones_before_anything_is_touched(d
     assert sorted(p.name for p in run.iterdir()) == before  # --overwrite deleted nothing
 
 
+def test_a_model_that_cannot_be_built_fails_before_the_run_directory_is_touched(data_root, tmp_path, capsys):
+    """The model is built on the meta device before anything else: a bad argument *value* (valid name) or a bad
+    model name leaves an existing run byte for byte as it was, and creates no directory."""
+    run = tmp_path / "run"
+    train(tiny(data_root, run, epochs=1), **quiet)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert cli.main(["train", *TINY_ARGS, "--data-dir", str(data_root), "--out", str(run), "--overwrite",
+                     "--model-arg", "group_size=3"]) == 2
+    assert "group_size=3 does not divide" in one_error_line(capsys)
+    assert cli.main(["train", *TINY_ARGS, "--data-dir", str(data_root), "--out", str(run), "--overwrite",
+                     "--model", "no_such_model"]) == 2
+    assert "unknown model 'no_such_model'" in one_error_line(capsys)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    fresh = tmp_path / "fresh"
+    assert cli.main(["train", *TINY_ARGS, "--data-dir", str(data_root), "--out", str(fresh),
+                     "--model-arg", "group_size=3"]) == 2
+    one_error_line(capsys)
+    assert not fresh.exists()
+
+
 @pytest.mark.parametrize("study,message", [
     ({"name": "s", "base": {"recipe": "fast"}}, "recipe='fast' is not known"),
     ({"name": "s", "seeds": "two"}, "seeds='two' is invalid; use a count"),

@@ -4,7 +4,7 @@ A level's blocks multiply the residual by q(A) = prod_j (1 - A / z_j) (see :mod:
 components along eigenvectors with eigenvalue lambda are scaled by |q(lambda)|; the *smoothing factor*
 max_lambda |q(lambda)| over the spectrum is the worst case. Strategies:
 
-- ``"paper"`` (the Poly-MgNet paper's rule, spec poly-mgnet.md 10): linear blocks get the real parts of the
+- ``"paper"`` (the Poly-MgNet paper's rule, docs/architectures.md 7f): linear blocks get the real parts of the
   eigenvalues with the smallest and the largest real part; double blocks (roots +-rho) get
   rho = sqrt(Re(lambda^2)) of those same eigenvalues; a complex quadratic block gets the eigenvalue with the largest
   imaginary part, z and conj(z). Each root annihilates the chosen point exactly.
@@ -166,13 +166,14 @@ def init_roots_from_spectrum(model, *, strategy: str = "paper", grid: int = 16, 
 
     Returns one dict per level with the chosen roots and the smoothing factor.
     """
+    from ..layers.polynomial import PolySmoother
     from .spectrum import operator_eigenvalues
 
     ops_model = source if source is not None else model
     report = []
     for i, (level, src) in enumerate(zip(model.levels, ops_model.levels, strict=True)):
         sm = level.smoother
-        if not hasattr(sm, "blocks"):
+        if not isinstance(sm, PolySmoother):
             raise ValueError("init_roots_from_spectrum needs a Poly-MgNet (levels with polynomial blocks)")
         eigs = operator_eigenvalues(src.smoother.A, grid)
         kinds = [b.kind for b in sm.blocks]

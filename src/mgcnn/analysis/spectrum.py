@@ -8,7 +8,7 @@ so A acts on the mode through the c_out x c_in *symbol*
     A^(theta) = sum_d W[:, :, d] exp(i theta . d)
 
 and the spectrum of A (c n^2 eigenvalues) is the union over theta of the eigenvalues of A^(theta); the singular
-values likewise (spec poly-mgnet.md 10; van Betteray et al., "LFA applied to CNNs", ECAI 2025).
+values likewise (docs/architectures.md 7f; van Betteray et al., "LFA applied to CNNs", ECAI 2025).
 
 For real W, A^(-theta) = conj(A^(theta)): only the frequencies with b in [0, n//2] are solved; the other half's
 eigenvalues are the conjugates (singular values are equal). The small eigenproblems are batched, in float64
@@ -121,13 +121,17 @@ def model_spectra(model: nn.Module, grid: int | None = None) -> dict[str, Tensor
 
     ``grid=None`` uses each level's own resolution for 32 x 32 inputs (32, 16, 8, ...).
     """
-    if not hasattr(model, "operators"):
+    return {e.name: operator_eigenvalues(e.operator, grid or max(32 >> (e.level - 1), 2))
+            for e in level_operators(model)}
+
+
+def level_operators(model: nn.Module) -> list:
+    """``model.level_operators()`` (:class:`mgcnn.models.mgnet.LevelOperator` rows), or a clear error."""
+    from ..models.mgnet import MultigridNet
+
+    if not isinstance(model, MultigridNet):
         raise ValueError(f"{type(model).__name__} has no level operators (only MgNet-family models do)")
-    out = {}
-    for name, op in model.operators().items():
-        level = int(name.split(".")[0].removeprefix("level"))
-        out[name] = operator_eigenvalues(op, grid or max(32 >> (level - 1), 2))
-    return out
+    return model.level_operators()
 
 
 def spectrum_summary(eigs: Tensor) -> dict[str, float]:
@@ -176,26 +180,16 @@ def model_smoothing_factors(model: nn.Module, grid: int | None = None) -> dict[s
     channel level of SiC; Poly-MgNet: ``max |q(lambda)|`` over the level's spectrum (see
     :func:`iteration_smoothing_factor`). ``grid=None``: each level's own resolution for 32 x 32 inputs.
     """
-    from ..layers.polynomial import PolySmoother
-    from ..layers.sic import SiC
-    from ..layers.smoothing import MgSmoother
+    from ..models.mgnet import operator_name
     from .roots import smoothing_factor
 
     out: dict[str, float] = {}
     for i, level in enumerate(model.levels):
         n = grid or max(32 >> i, 2)
         sm = level.smoother
-        if isinstance(sm, PolySmoother):
-            out[f"level{i + 1}"] = smoothing_factor(sm.roots(), operator_eigenvalues(sm.A, n))
-        elif isinstance(sm, MgSmoother):
-            out[f"level{i + 1}"] = iteration_smoothing_factor(sm.A, [sm.B[k % len(sm.B)] for k in range(len(sm.steps))],
-                                                              n)
-        elif isinstance(sm, SiC):
-            node, k = sm, 1
-            while True:
-                steps = len(node.pre) + len(node.post)
-                out[f"level{i + 1}.channel{k}"] = iteration_smoothing_factor(node.A, [node.B] * steps, n)
-                if node.is_coarsest:
-                    break
-                node, k = node.coarse, k + 1
+        roots = sm.roots()
+        if roots is not None:  # a polynomial smoother: max |q(lambda)| over the level's spectrum
+            out[operator_name(i + 1)] = smoothing_factor(roots, operator_eigenvalues(sm.A, n))
+        for suffix, (A, Bs) in sm.linear_iterations().items():
+            out[operator_name(i + 1, suffix)] = iteration_smoothing_factor(A, Bs, n)
     return out

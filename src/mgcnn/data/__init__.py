@@ -3,19 +3,33 @@
 from .download import DownloadError, download_dataset, download_file
 from .io import ImageDataset, load_dataset
 from .loader import DeviceLoader, random_crop
-from .registry import DATASETS, DatasetCorruptError, DatasetNotFoundError, data_roots, get_dataset_spec
+from .registry import (
+    DATASETS,
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    DatasetSpec,
+    FileSpec,
+    data_roots,
+    get_dataset_spec,
+    list_datasets,
+    register_dataset,
+)
 
 __all__ = [
     "DATASETS",
     "DatasetCorruptError",
     "DatasetNotFoundError",
+    "DatasetSpec",
     "DeviceLoader",
     "DownloadError",
+    "FileSpec",
     "ImageDataset",
     "data_roots",
     "download_dataset",
     "download_file",
     "get_dataset_spec",
+    "list_datasets",
     "load_dataset",
     "random_crop",
+    "register_dataset",
 ]

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from ..fileio import atomic_write
-from . import registry
+from .readers import md5_file
 from .registry import DatasetCorruptError, get_dataset_spec
 
 
@@ -49,26 +49,22 @@ def download_file(url: str, dest: Path, md5: str | None, *, size: int | None = N
 
 
 def download_dataset(name: str, root: str | os.PathLike, *, base_url: str | None = None) -> Path:
-    """Download dataset ``name`` into ``root/<name>/`` (files already present and valid are kept).
+    """Download dataset ``name`` into ``root/<name>/``: the files of its spec's download list
+    (``DatasetSpec.download_files``); files already present and valid are kept.
 
     ``base_url`` replaces the official host (a mirror); file names stay the official ones.
     """
-    from .io import md5_file  # local: io imports this module's siblings only
-
     spec = get_dataset_spec(name)
     folder = Path(root).expanduser() / spec.name
-    if spec.name == "fashion-mnist":
-        items = [(f.url, f.name + ".gz", registry.FASHION_MNIST_GZ_MD5[f.name + ".gz"], None) for f in spec.files]
-    else:
-        items = [(f.url, f.name, f.md5, f.size) for f in spec.files]
-    for url, fname, md5, size in items:
-        dest = folder / fname
+    if not spec.download_files:
+        raise DownloadError(f"{spec.name} has no download list; to get it: {spec.how_to_get}")
+    for f in spec.download_files:
+        dest = folder / f.name
         if dest.is_file():
-            if md5_file(dest) == md5:
+            if md5_file(dest) == f.md5:
                 continue
-            raise DatasetCorruptError(f"{dest} exists but does not match the official MD5 {md5}; delete it and "
+            raise DatasetCorruptError(f"{dest} exists but does not match the official MD5 {f.md5}; delete it and "
                                       "run the download again (it is not overwritten, in case it is yours)")
-        if base_url:
-            url = base_url.rstrip("/") + "/" + fname
-        download_file(url, dest, md5, size=size)
+        url = base_url.rstrip("/") + "/" + f.name if base_url else f.url
+        download_file(url, dest, f.md5, size=f.size)
     return folder

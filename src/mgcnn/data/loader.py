@@ -1,4 +1,4 @@
-"""Device-resident batches with batched augmentation (the airbench pattern, spec performance.md 1).
+"""Device-resident batches with batched augmentation (the pattern of Keller Jordan's cifar10-airbench).
 
 A split is one uint8 tensor on the training device. Each epoch draws, from a generator seeded by ``(seed, epoch)``:
 a permutation, and for every sample a crop offset and a flip bit. Batches are index slices; the crop is one gather,
@@ -13,17 +13,21 @@ taking every ``world_size``-th position, see together exactly the global batches
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+PadMode = Literal["constant", "reflect", "replicate", "circular"]  # torch.nn.functional.pad's modes
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
 
 
-def random_crop(x: Tensor, offsets: Tensor, padding: int, mode: str = "constant", size: int | None = None) -> Tensor:
+def random_crop(x: Tensor, offsets: Tensor, padding: int, mode: PadMode = "constant",
+                size: int | None = None) -> Tensor:
     """Crop each image of ``x`` (B, C, H, W) from its ``padding``-padded version at ``offsets`` (B, 2) in [0, 2p].
 
     ``size`` (default: H = W) crops a smaller centred window that moves with the same offsets: each image is shifted
@@ -52,7 +56,7 @@ class DeviceLoader:
         crop_padding: random-crop padding (0 disables); flip: random horizontal flip.
         crop_size: train on the central ``crop_size`` x ``crop_size`` window of each shifted image (None: the full
             stored size); the attribute may be changed between epochs (progressive resizing).
-        pad_mode: ``"constant"`` (zeros) or ``"reflect"``.
+        pad_mode: how the crop pads (:data:`PadMode`): ``"constant"`` (zeros), ``"reflect"``, ...
     """
 
     def __init__(
@@ -67,7 +71,7 @@ class DeviceLoader:
         seed: int = 0,
         crop_padding: int = 4,
         flip: bool = True,
-        pad_mode: str = "constant",
+        pad_mode: PadMode = "constant",
         device: torch.device | str = "cpu",
         channels_last: bool = False,
         rank: int = 0,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..perf import GROUPED, fast_paths_enabled, grouped_conv, plan_grouped_conv
+from .conv import conv3x3
 
 LayerFactory = Callable[..., nn.Module]
 
@@ -40,23 +40,6 @@ def make_act(act_layer: LayerFactory) -> nn.Module:
     return act_layer()
 
 
-class GroupedConv2d(nn.Conv2d):
-    """An ``nn.Conv2d`` whose grouped convolution may run in an equivalent formulation (``mgcnn.perf.grouped_conv``:
-    merged block-diagonal groups, or interleaved depthwise convs for channel multipliers).
-
-    Which formulation runs is chosen per input shape by timing once (``mgcnn.perf.set_conv_autotune``); without
-    autotuning, or in ``mgcnn.perf.reference_mode()``, it is exactly ``nn.Conv2d``. Parameters, state dict and
-    counts are those of ``nn.Conv2d``.
-    """
-
-    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        fast = fast_paths_enabled() and self.padding_mode == "zeros" and bias is None
-        plan = plan_grouped_conv(input, self) if fast else GROUPED
-        if plan == GROUPED:
-            return super()._conv_forward(input, weight, bias)
-        return grouped_conv(input, weight, plan, self.stride, self.padding, self.dilation, self.groups)
-
-
 def is_channels_last(x: Tensor) -> bool:
     """A 4-D tensor laid out channels-last (NHWC memory)."""
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
@@ -86,9 +69,9 @@ class _GlobalAvgPool(torch.autograd.Function):
         return g.contiguous(memory_format=ctx.layout)
 
 
-def global_avg_pool(x: Tensor) -> Tensor:
-    """Global average pooling ``(N, C, H, W) -> (N, C)``; layout-preserving backward on the fast path."""
-    if fast_paths_enabled():
+def global_avg_pool(x: Tensor, *, fast: bool = True) -> Tensor:
+    """Global average pooling ``(N, C, H, W) -> (N, C)``; ``fast``: with a layout-preserving backward."""
+    if fast:
         return _GlobalAvgPool.apply(x)
     return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
 
@@ -118,22 +101,14 @@ class _SubsamplePad(torch.autograd.Function):
         return gx, None, None, None
 
 
-def subsample_pad(x: Tensor, stride: int, before: int, after: int) -> Tensor:
-    """ResNet option-A shortcut: spatial subsampling by ``stride`` and zero channels ``before``/``after``."""
-    if fast_paths_enabled():
+def subsample_pad(x: Tensor, stride: int, before: int, after: int, *, fast: bool = True) -> Tensor:
+    """ResNet option-A shortcut: spatial subsampling by ``stride`` and zero channels ``before``/``after``.
+
+    ``fast``: in x's memory layout both ways (:class:`_SubsamplePad`)."""
+    if fast:
         return _SubsamplePad.apply(x, stride, before, after)
     x = x[:, :, ::stride, ::stride]  # (N, C, H/s, W/s)
     return nn.functional.pad(x, (0, 0, 0, 0, before, after))
-
-
-def conv3x3(c_in: int, c_out: int, *, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    """Bias-free 3x3 convolution with 'same' zero padding (all multigrid operators are bias-free)."""
-    cls = GroupedConv2d if groups > 1 else nn.Conv2d
-    return cls(c_in, c_out, 3, stride=stride, padding=1, groups=groups, bias=False)
-
-
-def conv1x1(c_in: int, c_out: int, *, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(c_in, c_out, 1, stride=stride, groups=groups, bias=False)
 
 
 STEMS = ("cifar", "cifar_pool", "imagenet")
@@ -179,7 +154,7 @@ def check_widths(name: str, widths: Sequence[int], *, doubling: bool = True) -> 
     """Validate a list of level widths.
 
     With ``doubling`` each width must be a multiple of the previous one, because the resolution transfers are
-    3x3 convolutions with ``groups = c_prev`` (a channel multiplier, MGiaD paper Sec. IV-B, spec 3a).
+    3x3 convolutions with ``groups = c_prev`` (a channel multiplier, MGiaD paper Sec. IV-B; docs/architectures.md 3a).
     """
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) == 0:
         raise ValueError(f"{name}={widths!r} is invalid; pass a non-empty list of positive channel counts")

@@ -3,7 +3,7 @@
 van Betteray, Rottmann, Kahl, "Poly-MgNet: Polynomial Building Blocks in Multigrid-Inspired ResNets", ICPRAM 2025
 (arXiv 2503.10594). With p(A) a polynomial, one block does ``u <- u + p(A)(f - A u)``, so the residual is
 multiplied by ``q(A) = I - A p(A)``; q has q(0) = I and is fixed by its roots z_j: ``q(A) = prod_j (I - A / z_j)``.
-Blocks applied one after another on the same level multiply their q's (spec poly-mgnet.md 2):
+Blocks applied one after another on the same level multiply their q's (docs/architectures.md 7b):
 
 | block       | p(A) r                      | q of the block            | roots      | learnable            |
 |-------------|-----------------------------|---------------------------|------------|----------------------|
@@ -12,11 +12,11 @@ Blocks applied one after another on the same level multiply their q's (spec poly
 | quadratic   | (2a r - A r) / (a^2 + b^2)  | (I - A/z)(I - A/conj z)   | a +- ib    | a and b              |
 
 The quadratic block works in real arithmetic. Its imaginary part b is a real parameter: the released code derives
-a, b from one real scalar so that b is always 0 (spec poly-mgnet.md 6); ``complex_root="real"`` reproduces that.
+a, b from one real scalar so that b is always 0 (docs/architectures.md 7e); ``complex_root="real"`` reproduces that.
 b = 0 is a stationary point of the loss in b (both coefficients are even in b), so a learnable b is initialised
 away from zero.
 
-Placement of norm/activation (spec poly-mgnet.md 3). The residual is ``r = f - A u`` followed by
+Placement of norm/activation (docs/architectures.md 7c). The residual is ``r = f - A u`` followed by
 ``residual="regular"`` (act(norm)), ``"bn_only"`` (norm) or ``"plain"``. With ``c = p(A) r`` the update is:
 
 | placement            | update                      | paper label |
@@ -46,18 +46,24 @@ With ``regular`` a norm layer follows a scalar multiple, so the magnitude of a l
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
-from .common import LayerFactory, conv3x3, make_act
-from .smoothing import add, residual
+from .common import LayerFactory, make_act
+from .conv import operator
+from .smoothing import Smoother, add, residual
 
-RESIDUALS = ("regular", "bn_only", "plain")
-PLACEMENTS = ("regular", "outside", "relu-outside", "relu-outside-nobn", "bn-inside", "norelu", "plain")
-BLOCK_KINDS = ("linear", "double", "quadratic")
+Residual = Literal["regular", "bn_only", "plain"]
+Placement = Literal["regular", "outside", "relu-outside", "relu-outside-nobn", "bn-inside", "norelu", "plain"]
+BlockKind = Literal["linear", "double", "quadratic"]
+ComplexRoot = Literal["learnable", "real"]
+RESIDUALS: tuple[str, ...] = get_args(Residual)
+PLACEMENTS: tuple[str, ...] = get_args(Placement)
+BLOCK_KINDS: tuple[str, ...] = get_args(BlockKind)
 BLOCK_DEGREE = {"linear": 1, "double": 2, "quadratic": 2}
-COMPLEX_ROOT_MODES = ("learnable", "real")
+COMPLEX_ROOT_MODES: tuple[str, ...] = get_args(ComplexRoot)
 
 # Placements whose activation is applied once per level, after the last block.
 _LEVEL_ACT = ("relu-outside", "relu-outside-nobn")
@@ -74,8 +80,8 @@ class PolyBlock(nn.Module):
         self,
         channels: int,
         *,
-        residual_type: str,
-        placement: str,
+        residual_type: Residual,
+        placement: Placement,
         norm_layer: LayerFactory,
         act_layer: LayerFactory,
     ):
@@ -194,7 +200,7 @@ class QuadraticBlock(PolyBlock):
 
     kind = "quadratic"
 
-    def __init__(self, channels: int, root: complex, *, complex_root: str = "learnable", **kwargs):
+    def __init__(self, channels: int, root: complex, *, complex_root: ComplexRoot = "learnable", **kwargs):
         super().__init__(channels, **kwargs)
         if complex_root not in COMPLEX_ROOT_MODES:
             raise ValueError(f"complex_root={complex_root!r} is not supported; use one of {COMPLEX_ROOT_MODES}")
@@ -269,7 +275,7 @@ def xavier_roots(
     return out
 
 
-class PolySmoother(nn.Module):
+class PolySmoother(Smoother):
     """Poly-MgNet smoother on one resolution level: a sequence of polynomial blocks sharing the level's A.
 
     The level's residual polynomial is the product of the blocks' q's, of degree ``sum(BLOCK_DEGREE[k])``.
@@ -278,19 +284,19 @@ class PolySmoother(nn.Module):
     def __init__(
         self,
         channels: int,
-        kinds: list[str],
+        kinds: list[BlockKind],
         roots: list[complex],
         *,
-        residual_type: str,
-        placement: str,
-        quad_placement: str,
-        complex_root: str,
+        residual_type: Residual,
+        placement: Placement | Literal["outside-once"],
+        quad_placement: Placement,
+        complex_root: ComplexRoot,
         groups: int = 1,
         norm_layer: LayerFactory,
         act_layer: LayerFactory,
     ):
         super().__init__()
-        self.A = conv3x3(channels, channels, groups=groups)
+        self.A = operator(channels, groups=groups)
         if placement not in SMOOTHER_PLACEMENTS:
             raise ValueError(f"placement={placement!r} is not supported; use one of {SMOOTHER_PLACEMENTS}")
         blocks = []
@@ -308,8 +314,6 @@ class PolySmoother(nn.Module):
             else:
                 raise ValueError(f"block kind {kind!r} is not supported; use one of {BLOCK_KINDS}")
         self.blocks = nn.ModuleList(blocks)
-
-    accepts_residual = True  # forward takes r0 = f - A u of the entry state (see smoothing.py)
 
     def forward(self, u: Tensor | None, f: Tensor, r0: Tensor | None = None) -> Tensor:
         n = len(self.blocks)

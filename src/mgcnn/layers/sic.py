@@ -8,7 +8,7 @@ pre- and post-smoothing steps; the coarsest channel level is fully coupled. Betw
     u^_{k+1} = SiC(f_{k+1}, u_{k+1})                          (line 6)
     u_k = u_k + P^(u^_{k+1})                                  (line 7; eq. 10)
 
-Reconstruction choices that the paper leaves open (spec architectures.md 4b, 9):
+Reconstruction choices that the paper leaves open (docs/architectures.md 6b-6e and 10):
 - channel levels halve while the half is still >= c_K, so the coarsest width lies in [c_K, 2 c_K);
 - transfers are 1x1 convolutions mixing adjacent channel pairs, without norm or activation;
 - the prolongation acts on u^ as written in the paper (``prolongation="direct"``), or on the FAS correction
@@ -17,14 +17,17 @@ Reconstruction choices that the paper leaves open (spec architectures.md 4b, 9):
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from torch import Tensor, nn
 
-from ..perf import fast_paths_enabled
-from .common import LayerFactory, check_group_size, conv3x3
-from .smoothing import SmoothingStep, add, residual
+from .common import LayerFactory, check_group_size
+from .conv import FastPath, Operator, operator
+from .smoothing import Smoother, SmoothingStep, add, fas_restrict, residual
 from .transfer import channel_prolongation, channel_restriction
 
-PROLONGATIONS = ("direct", "fas")
+Prolongation = Literal["direct", "fas"]
+PROLONGATIONS: tuple[str, ...] = get_args(Prolongation)
 
 
 def channel_levels(channels: int, coarse_channels: int, *, name: str = "coarse_channels") -> list[int]:
@@ -51,7 +54,7 @@ def channel_levels(channels: int, coarse_channels: int, *, name: str = "coarse_c
     return chain
 
 
-class SiC(nn.Module):
+class SiC(Smoother, FastPath):
     """One channel level of the SiC V-cycle, holding the coarser levels recursively.
 
     Args:
@@ -70,7 +73,7 @@ class SiC(nn.Module):
         post_smoothing: int,
         norm_layer: LayerFactory,
         act_layer: LayerFactory,
-        prolongation: str = "direct",
+        prolongation: Prolongation = "direct",
     ):
         super().__init__()
         if prolongation not in PROLONGATIONS:
@@ -82,8 +85,8 @@ class SiC(nn.Module):
             groups = 1
         else:
             groups = c // check_group_size("group_size", group_size, c, f"channel level {c} (of chain {chain})")
-        self.A = conv3x3(c, c, groups=groups)
-        self.B = conv3x3(c, c, groups=groups)
+        self.A = operator(c, groups=groups)
+        self.B = operator(c, groups=groups)
         self.pre = nn.ModuleList(SmoothingStep(c, norm_layer, act_layer) for _ in range(pre_smoothing))
         self.post = nn.ModuleList(SmoothingStep(c, norm_layer, act_layer) for _ in range(post_smoothing))
         self.prolongation = prolongation
@@ -101,24 +104,18 @@ class SiC(nn.Module):
                 prolongation=prolongation,
             )
 
-    accepts_residual = True  # forward takes r0 = f - A^ u of the entry state (see smoothing.py)
-
     def forward(self, u: Tensor | None, f: Tensor, r0: Tensor | None = None) -> Tensor:
         r = r0  # the residual f - A^ u while it is known for the current u, else None
-        for step in self.pre:
+        for step in self.pre:  # Algorithm 2, lines 1-2
             u, r = step(u, f, self.A, self.B, r=r), None
         if not self.is_coarsest:
-            u_c = None if u is None else self.Pi_hat(u)  # (N, c/2, H, W)
-            r_c = self.R_hat(residual(f, self.A, u) if r is None else r)  # (N, c/2, H, W)
-            if u_c is None:
-                u_hat = self.coarse(None, r_c)
-            else:
-                # FAS in channels: f_c - A_c u_c is exactly r_c, so the coarse level starts from it (one conv saved)
-                u_hat = self.coarse(u_c, r_c + self.coarse.A(u_c), r0=r_c if fast_paths_enabled() else None)
+            r = residual(f, self.A, u) if r is None else r  # (N, c, H, W)
+            u_c, f_c, r_c = fas_restrict(self.Pi_hat, self.R_hat, self.coarse.A, u, r)  # lines 4-5, (N, c/2, H, W)
+            u_hat = self.coarse(u_c, f_c, r0=r_c if self.fast else None)  # line 6
             if self.prolongation == "fas" and u_c is not None:
                 u_hat = u_hat - u_c
-            u, r = add(u, self.P_hat(u_hat)), None  # (N, c, H, W)
-        for step in self.post:
+            u, r = add(u, self.P_hat(u_hat)), None  # line 7, (N, c, H, W)
+        for step in self.post:  # lines 8-9
             u, r = step(u, f, self.A, self.B, r=r), None
         assert u is not None  # at least one step or a coarse correction ran
         return u
@@ -126,6 +123,15 @@ class SiC(nn.Module):
     def chain(self) -> list[int]:
         return [self.channels] + ([] if self.is_coarsest else self.coarse.chain())
 
-    def operators(self) -> list[nn.Conv2d]:
-        """The A^ of every channel level, finest first (for spectral analysis)."""
-        return [self.A] + ([] if self.is_coarsest else self.coarse.operators())
+    def nodes(self) -> list[SiC]:
+        """This channel level and every coarser one, finest first."""
+        return [self] + ([] if self.is_coarsest else self.coarse.nodes())
+
+    def operators(self) -> dict[str, Operator]:
+        """The A^ of every channel level, finest first, keyed ``channel1``, ``channel2``, ..."""
+        return {f"channel{k + 1}": node.A for k, node in enumerate(self.nodes())}
+
+    def linear_iterations(self) -> dict[str, tuple[Operator, list[nn.Module]]]:
+        """``(A^, [B^] * (eta_pre + eta_post))`` per channel level (the coarse correction is not part of it)."""
+        return {f"channel{k + 1}": (node.A, [node.B] * (len(node.pre) + len(node.post)))
+                for k, node in enumerate(self.nodes())}

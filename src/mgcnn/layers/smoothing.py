@@ -4,7 +4,7 @@ MgNet (He & Xu, 2019) reads a ResNet stage as a smoother for the linear system A
 
     u <- u + B(f - A u)                                  (MGiaD paper eq. 3, Algorithm 1 line 4)
 
-with BatchNorm and ReLU after each convolution (spec architectures.md 3a). The nonlinear step is
+with BatchNorm and ReLU after each convolution (docs/architectures.md 3a). The nonlinear step is
 
     r = act(norm1(f - A u));   u <- u + act(norm2(B r))
 
@@ -17,40 +17,89 @@ and passes ``f <- act(f - A_l u_l)`` on to the next level (the released MgNet co
 Zero initial states are represented by ``None`` so that the first step skips the useless ``A(0)`` convolution;
 results are identical to starting from an explicit zero tensor.
 
-Two fast paths compute the same maths with less work (``mgcnn.perf.reference_mode()`` turns them off):
-- the FAS entry already knows the first residual: with ``u_l = Pi u`` and ``f_l = R f + A_l u_l``, the smoother's
-  first ``f_l - A_l u_l`` is exactly ``R f``. Smoothers accept it as ``r0`` and skip one convolution per level (and
-  SiC does the same on every channel level). In floating point the reused value is the *more* accurate one.
-- ``f - A u`` is computed as ``f + A_(-W) u`` (the weight negated, which is exact): the backward of a subtraction
-  negates the whole activation gradient, the backward of the negated weight only the tiny weight gradient.
+Every smoother is a :class:`Smoother`: it owns the level operator ``A`` and runs ``forward(u, f, r0=None)``.
+``r0``, when given, is the residual ``f - A u`` of the entry state, already known after a FAS restriction
+(:func:`fas_restrict`): with ``u_c = Pi u`` and ``f_c = R r + A_c u_c`` the coarse residual ``f_c - A_c u_c`` is
+exactly ``R r``, so the first smoothing step skips one convolution. The levels pass it on their fast path
+(``fast``, :class:`mgcnn.layers.FastPath`); in floating point the reused value is the *more* accurate one.
+The residual itself is computed by the operator (:class:`mgcnn.layers.Operator`, with its own fast form).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 from torch import Tensor, nn
 
-from ..perf import fast_paths_enabled
-from .common import GroupedConv2d, LayerFactory, conv3x3, make_act
+from .common import LayerFactory, make_act
+from .conv import FastPath, Operator, operator
 from .transfer import full_transfer, resolution_transfer
 
-TRANSFERS = ("depthwise", "full")
+Transfer = Literal["depthwise", "full"]
+Share = Literal["AB", "A"]
+TRANSFERS: tuple[str, ...] = get_args(Transfer)
 
 
 def residual(f: Tensor, A: nn.Module, u: Tensor | None) -> Tensor:
-    """``f - A(u)``, where ``u=None`` stands for the zero state (bias-free A maps 0 to 0)."""
+    """``f - A u``, where ``u=None`` stands for the zero state (bias-free A maps 0 to 0).
+
+    An :class:`Operator` computes it in its own (fast or reference) formulation; any other module as ``f - A(u)``.
+    """
     if u is None:
         return f
-    if fast_paths_enabled() and type(A) in (nn.Conv2d, GroupedConv2d) and A.bias is None:
-        return f + A._conv_forward(u, -A.weight, None)  # see the module docstring
+    if isinstance(A, Operator):
+        return A.residual(f, u)
     return f - A(u)
 
 
 def add(u: Tensor | None, du: Tensor) -> Tensor:
     """``u + du`` with ``None`` as zero."""
     return du if u is None else u + du
+
+
+def fas_restrict(Pi: nn.Module, R: nn.Module, A_coarse: nn.Module, u: Tensor | None, r: Tensor,
+                 ) -> tuple[Tensor | None, Tensor, Tensor]:
+    """FAS restriction to a coarser grid (MGiaD paper eqs. 6-7; in channels, Algorithm 2 lines 4-5).
+
+    ``u_c = Pi u``, ``f_c = R r + A_c u_c`` with ``r`` the fine residual data. Returns ``(u_c, f_c, r_c)`` where
+    ``r_c = R r`` is exactly the coarse residual ``f_c - A_c u_c`` (the coarse smoother may start from it).
+    ``u=None`` (the zero state) gives ``(None, R r, R r)``.
+    """
+    u_c = None if u is None else Pi(u)  # (N, c_coarse, h, w)
+    r_c = R(r)  # (N, c_coarse, h, w)
+    if u_c is None:
+        return None, r_c, r_c
+    return u_c, r_c + A_coarse(u_c), r_c
+
+
+class Smoother(nn.Module):
+    """What a resolution level needs from its smoother (MGiaD paper Algorithm 1, line 3).
+
+    - ``A``: the level's (finest) operator, used by the level for the FAS correction and the exit residual;
+    - ``forward(u, f, r0=None) -> u``: smooth ``A u = f`` from the state ``u`` (``None``: zero); ``r0`` is the
+      known residual ``f - A u`` of that state, or ``None`` (see the module docstring);
+    - ``operators()``: every operator it smooths with, keyed by a suffix of the level's name (``""`` for a smoother
+      on one grid, ``"channel1"``, ``"channel2"``, ... for the in-channel levels of SiC), finest first;
+    - ``linear_iterations()``: for each operator, the linear iteration ``u <- u + B_i (f - A u)`` it performs as
+      ``(A, [B_1, B_2, ...])`` (norm and activation taken as identities), for local Fourier analysis; a polynomial
+      smoother has none and gives its residual polynomial's roots by ``roots()`` instead.
+    """
+
+    A: Operator
+
+    def forward(self, u: Tensor | None, f: Tensor, r0: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def operators(self) -> dict[str, Operator]:
+        return {"": self.A}
+
+    def linear_iterations(self) -> dict[str, tuple[Operator, list[nn.Module]]]:
+        return {}
+
+    def roots(self) -> Tensor | None:
+        """The roots of the level's residual polynomial (complex128), or ``None`` for a non-polynomial smoother."""
+        return None  # the polynomial smoothers override it
 
 
 class SmoothingStep(nn.Module):
@@ -73,7 +122,7 @@ class SmoothingStep(nn.Module):
         return add(u, self.act2(self.norm2(B(r))))
 
 
-class MgSmoother(nn.Module):
+class MgSmoother(Smoother):
     """``steps`` MgNet smoothing steps on one grid with a shared A (MGiaD paper Algorithm 1, lines 3-4).
 
     Args:
@@ -82,7 +131,7 @@ class MgSmoother(nn.Module):
         share: ``"AB"`` shares B across the steps (MgNet^{A,B}); ``"A"`` gives every step its own B (MgNet^{A}).
         groups: number of groups of the 3x3 A and B (1 = fully coupled; Table VI uses c / g_s).
         share_norm: reuse one pair of norm layers for all steps. The grouped MgNet rows of Table VI were
-            trained with 2 BN layers per level (spec 3a); this flag reproduces that budget.
+            trained with 2 BN layers per level (docs/architectures.md 3c); this flag reproduces that budget.
     """
 
     def __init__(
@@ -90,40 +139,40 @@ class MgSmoother(nn.Module):
         channels: int,
         steps: int,
         *,
-        share: str = "AB",
+        share: Share = "AB",
         groups: int = 1,
         share_norm: bool = False,
         norm_layer: LayerFactory,
         act_layer: LayerFactory,
     ):
         super().__init__()
-        self.A = conv3x3(channels, channels, groups=groups)
+        self.A = operator(channels, groups=groups)
         n_b = 1 if share == "AB" else steps
-        self.B = nn.ModuleList(conv3x3(channels, channels, groups=groups) for _ in range(n_b))
+        self.B = nn.ModuleList(operator(channels, groups=groups) for _ in range(n_b))
         if share_norm:
             shared = SmoothingStep(channels, norm_layer, act_layer)
             self.steps = nn.ModuleList([shared] * steps)
         else:
             self.steps = nn.ModuleList(SmoothingStep(channels, norm_layer, act_layer) for _ in range(steps))
 
-    accepts_residual = True  # forward takes r0 = f - A u (ResolutionLevel passes it after the FAS restriction)
-
     def forward(self, u: Tensor | None, f: Tensor, r0: Tensor | None = None) -> Tensor:
         for i, step in enumerate(self.steps):
             u = step(u, f, self.A, self.B[i % len(self.B)], r=r0 if i == 0 else None)
         return u
 
+    def linear_iterations(self) -> dict[str, tuple[Operator, list[nn.Module]]]:
+        return {"": (self.A, [self.B[i % len(self.B)] for i in range(len(self.steps))])}
 
-class ResolutionLevel(nn.Module):
+
+class ResolutionLevel(nn.Module, FastPath):
     """Resolution level l of MgNet / MGiaD / Poly-MgNet: FAS entry, a smoother, and the exit data update.
 
-    ``smoother`` is any module with an attribute ``A`` (the level's finest operator, used for the FAS correction
-    and the exit residual) and ``forward(u, f) -> u``. If it sets ``accepts_residual = True``, its forward also
-    takes ``r0``, the residual ``f - A u`` of the entry state, which the FAS restriction yields for free.
+    ``smoother`` is a :class:`Smoother`. On the fast path (``fast``) it starts from the residual of the entry state
+    that the FAS restriction yields for free (``r0``); the reference path lets it recompute ``f - A u``.
 
     The transfers Pi/R from the previous level are created on *every* level. On level 1 they are never applied,
     exactly as in the released MgNet/Poly-MgNet code, whose weight counts (and so the papers' tables) include
-    them (spec architectures.md 3a). ``transfer_used`` says whether forward uses them.
+    them (docs/architectures.md 3a-3b). ``transfer_used`` says whether forward uses them.
 
     ``transfer`` selects the transfer pair:
 
@@ -138,11 +187,11 @@ class ResolutionLevel(nn.Module):
         self,
         c_in: int | None,
         channels: int,
-        smoother: nn.Module,
+        smoother: Smoother,
         *,
         transfer_used: bool,
         act_layer: LayerFactory,
-        transfer: Literal["depthwise", "full"] = "depthwise",
+        transfer: Transfer = "depthwise",
         norm_layer: LayerFactory | None = None,
     ):
         super().__init__()
@@ -165,30 +214,22 @@ class ResolutionLevel(nn.Module):
         self.transfer_used = transfer_used
 
     @property
-    def A(self) -> nn.Module:
+    def A(self) -> Operator:
         return self.smoother.A
 
     def restrict(self, u: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
         """FAS restriction (MGiaD paper eqs. 6-7): ``u <- Pi u``, ``f <- R f + A(Pi u)``."""
-        u, f, _ = self._restrict(u, f)
-        return u, f
-
-    def _restrict(self, u: Tensor, f: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """:meth:`restrict`, also returning ``R f``, the residual ``f - A u`` of the restricted state."""
-        u = self.Pi(u)  # (N, c_l, H/2, W/2)
-        r = self.R(f)  # (N, c_l, H/2, W/2)
-        return u, r + self.A(u), r
+        u_c, f_c, _ = fas_restrict(self.Pi, self.R, self.A, u, f)
+        assert u_c is not None
+        return u_c, f_c
 
     def forward(self, u: Tensor | None, f: Tensor, *, last: bool = False) -> tuple[Tensor, Tensor | None]:
         r0 = None  # the residual f - A u of the entry state, when the FAS restriction yields it
         if self.transfer_used:
             if u is None:
                 raise ValueError("a level with a resolution transfer needs the state u of the previous level")
-            u, f, r0 = self._restrict(u, f)
-        if r0 is not None and fast_paths_enabled() and getattr(self.smoother, "accepts_residual", False):
-            u = self.smoother(u, f, r0=r0)
-        else:
-            u = self.smoother(u, f)
+            u, f, r0 = fas_restrict(self.Pi, self.R, self.A, u, f)  # (N, c_l, H/2, W/2) each
+        u = self.smoother(u, f, r0=r0 if self.fast else None)
         # The exit data is only needed by a following level; on the last level it would be dead work.
         f_next = None if last else self.exit_act(residual(f, self.A, u))
         return u, f_next

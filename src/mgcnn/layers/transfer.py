@@ -1,6 +1,6 @@
 """Transfers between grids: resolution restriction Pi/R and in-channel restriction/prolongation.
 
-Resolution transfers follow the MgNet code used by the MGiaD and Poly-MgNet authors (spec architectures.md 3a):
+Resolution transfers follow the MgNet code used by the MGiaD and Poly-MgNet authors (docs/architectures.md 3a):
 Pi and R are learnable 3x3 stride-2 convolutions with ``groups = c_in`` ("learnable depthwise pooling operators",
 MGiaD paper Sec. IV-B), i.e. depthwise with channel multiplier ``c_out / c_in``: 9 * c_out weights each.
 He & Xu's original MgNet uses fully coupled 3x3 stride-2 convolutions followed by norm and activation instead
@@ -8,13 +8,14 @@ He & Xu's original MgNet uses fully coupled 3x3 stride-2 convolutions followed b
 
 In-channel transfers (MGiaD paper eqs. 8, 9, 11) halve or double the channel count by mixing channel *pairs*:
 coarse channel j is a learned combination of fine channels (2j, 2j+1). This is a 1x1 convolution with
-``groups = c/2`` and costs c weights, which reproduces the papers' counts (spec 4b).
+``groups = c/2`` and costs c weights, which reproduces the papers' counts (docs/architectures.md 6d).
 
 Speed: a grouped 1x1 convolution with 2 channels per group wastes most of a vector unit (oneDNN pads each group to
 16 channels), so :class:`ChannelRestriction` and :class:`ChannelProlongation` keep the ``nn.Conv2d`` parameters
 (same weights, state dicts and counts) but compute the pair sums as channels-last elementwise products with a
 hand-written backward: fwd+bwd 1.5-2x faster than the grouped conv at 16x16 and 8x8, on par at 32x32 on our CPU
-(``python benchmarks/layers.py transfers``). ``mgcnn.perf.reference_mode()`` runs the grouped conv instead.
+(``python benchmarks/layers.py transfers``). With ``fast = False`` (:func:`mgcnn.layers.reference_mode`) they run
+the grouped conv instead.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from ..perf import fast_paths_enabled
-from .common import GroupedConv2d, LayerFactory, is_channels_last, make_act
+from .common import LayerFactory, is_channels_last, make_act
+from .conv import FastPath, GroupedConv2d
 
 
 def resolution_transfer(c_in: int, c_out: int) -> nn.Conv2d:
@@ -111,7 +112,7 @@ class _PairProlong(torch.autograd.Function):
         return gu, gw
 
 
-class ChannelRestriction(nn.Conv2d):
+class ChannelRestriction(nn.Conv2d, FastPath):
     """In-channel restriction R^ or FAS restriction Pi^: ``c -> c/2`` mixing adjacent channel pairs (c weights).
 
     An ``nn.Conv2d(c, c/2, 1, groups=c/2, bias=False)`` in every respect but the speed of its forward.
@@ -124,12 +125,12 @@ class ChannelRestriction(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         # the weighted sums are laid out for channels-last memory; NCHW inputs keep the conv (no layout flip)
-        if fast_paths_enabled() and is_channels_last(x):
+        if self.fast and is_channels_last(x):
             return _PairRestrict.apply(x, self.weight)
         return super().forward(x)
 
 
-class ChannelProlongation(nn.Conv2d):
+class ChannelProlongation(nn.Conv2d, FastPath):
     """In-channel prolongation P^: ``c/2 -> c``, each coarse channel feeds one adjacent pair (c weights).
 
     An ``nn.Conv2d(c/2, c, 1, groups=c/2, bias=False)`` in every respect but the speed of its forward.
@@ -141,7 +142,7 @@ class ChannelProlongation(nn.Conv2d):
         super().__init__(c_fine // 2, c_fine, 1, groups=c_fine // 2, bias=False)
 
     def forward(self, u: Tensor) -> Tensor:
-        if fast_paths_enabled() and is_channels_last(u):  # as in ChannelRestriction
+        if self.fast and is_channels_last(u):  # as in ChannelRestriction
             return _PairProlong.apply(u, self.weight)
         return super().forward(u)
 

@@ -7,12 +7,14 @@ from collections.abc import Callable, Sequence
 from torch import Tensor, nn
 
 from ..layers.common import check_positive_int, global_avg_pool
+from ..layers.conv import FastPath
 
 
-class ImageClassifier(nn.Module):
+class ImageClassifier(nn.Module, FastPath):
     """Base class: subclasses set ``self.fc`` and ``self.num_features`` and define ``forward_features``.
 
-    The head is global average pooling followed by ``Linear(num_features, num_classes)`` with bias.
+    The head is global average pooling followed by ``Linear(num_features, num_classes)`` with bias; the fast
+    pooling keeps the memory layout in its backward (``fast``, see :class:`mgcnn.layers.FastPath`).
     """
 
     fc: nn.Linear
@@ -22,7 +24,7 @@ class ImageClassifier(nn.Module):
         raise NotImplementedError
 
     def forward_head(self, x: Tensor) -> Tensor:
-        return self.fc(global_avg_pool(x))  # (N, num_classes)
+        return self.fc(global_avg_pool(x, fast=self.fast))  # (N, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))

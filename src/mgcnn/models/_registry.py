@@ -1,17 +1,18 @@
 """A strict model registry in the style of timm: ``register_model``, ``create_model``, ``list_models``.
 
 Builders are plain functions ``builder(*, num_classes, in_channels, **kwargs) -> nn.Module``. A *preset* is a
-registered name that calls a family builder with fixed keyword arguments (e.g. ``mgiad_c64_g8_x3``); presets
-carry the paper rows they reproduce (see ``mgcnn.models.paper``).
+registered name that calls a family builder with fixed keyword arguments (e.g. ``mgiad_c64_g8_x3``); each family
+file lists its presets as a literal table of :class:`Preset` rows. The paper rows a model reproduces are in
+``mgcnn.papers`` (``mgcnn.papers.rows_for_model(name)``).
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from torch import nn
 
@@ -28,12 +29,14 @@ class ModelInfo:
     kwargs: dict[str, Any] = field(default_factory=dict)  # fixed by the preset; overridable in create_model
     description: str = ""
 
-    @property
-    def paper_rows(self) -> list:
-        """The paper-table rows this model reproduces (``mgcnn.models.paper.PaperRow``)."""
-        from .paper import rows_for_model
 
-        return rows_for_model(self.name)
+class Preset(NamedTuple):
+    """One row of a family's preset table: ``create_model(name)`` is ``create_model(base, **kwargs)``."""
+
+    name: str
+    base: str
+    description: str
+    kwargs: dict[str, Any]
 
 
 class UnknownModelError(ValueError):
@@ -63,6 +66,12 @@ def register_preset(name: str, base: str, description: str = "", **kwargs: Any) 
     """Register ``name`` as ``create_model(base, **kwargs)``."""
     info = model_info(base)
     _add(ModelInfo(name, info.family, info.builder, {**info.kwargs, **kwargs}, description))
+
+
+def register_presets(presets: Iterable[Preset]) -> None:
+    """Register every row of a preset table, in order."""
+    for p in presets:
+        register_preset(p.name, p.base, p.description, **p.kwargs)
 
 
 def model_info(name: str) -> ModelInfo:

@@ -1,4 +1,4 @@
-"""Parameter counting under the papers' convention (spec architectures.md 0 and 8).
+"""Parameter counting under the papers' convention (docs/architectures.md 2, docs/weight-counts.md).
 
 The count is the number of trainable parameters (conv weights, BatchNorm gamma/beta, classifier weight and bias;
 running statistics are buffers), each shared parameter counted once, rounded half-up to thousands for tables.
@@ -12,7 +12,7 @@ from torch import nn
 def count_parameters(model: nn.Module, include_head: bool = True) -> int:
     """Number of trainable parameters; ``include_head=False`` leaves out the classifier (``model.get_classifier()``).
 
-    The MGiaD paper's FashionMNIST counts leave out the classifier (spec architectures.md 5).
+    The MGiaD paper's FashionMNIST counts leave out the classifier (docs/architectures.md 2b).
     """
     params = {id(p): p for p in model.parameters() if p.requires_grad}
     if not include_head:

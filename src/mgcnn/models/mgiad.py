@@ -1,11 +1,11 @@
 """MGiaD: multigrid in all dimensions (resolution *and* channels).
 
 van Betteray, Rottmann, Kahl, "MGiaD: Multigrid in all dimensions. Efficiency and robustness by weight sharing and
-coarsening in resolution and channel dimensions" (text in shared/papers/mgiad-paper.txt). Algorithm 3: MgNet's
+coarsening in resolution and channel dimensions". Algorithm 3: MgNet's
 resolution levels (Algorithm 1 with the FAS transfer, eqs. 6-7), where each level's smoothing is one SiC V-cycle in
 the channel dimension (Algorithm 2, :class:`mgcnn.layers.SiC`). Weights grow linearly in the channel count.
 
-The code of the paper is not public; the layout is the reconstruction of spec architectures.md 4, the only one
+The code of the paper is not public; the layout is the reconstruction of docs/architectures.md 6, the only one
 found that reproduces all of Tables II-IX up to the paper's evident typos:
 - widths lambda * [64, 128, 256, 256] (or lambda * [16, 32, 64] for the 3-level FashionMNIST models), stem lambda*64;
 - channel levels halve while the half is >= c_K; grouped A^, B^ (group size g_s) above the coarsest level, fully
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from ..layers.common import LayerFactory, check_non_negative_int, check_positive_int, get_act_layer, get_norm_layer
 from ..layers.sic import SiC, channel_levels
-from ._registry import register_model, register_preset
+from ._registry import Preset, register_model, register_presets
 from .mgnet import MultigridNet, resolve_widths
 
 
@@ -80,31 +80,71 @@ def mgiad(
                         act_layer=act, level1_transfer=level1_transfer)
 
 
-def _preset_name(c_k: int, g_s: int, scale: int = 1, post: int = 1, levels: int = 4) -> str:
-    name = f"mgiad{'_l3' if levels == 3 else ''}_c{c_k}_g{g_s}"
-    if scale != 1:
-        name += f"_x{scale}"
-    if post != 1:
-        name += f"_post{post}"
-    return name
-
-
 # Every MGiaD configuration of Tables II-IX (4 levels) and Table IV (3 levels).
-_CONFIGS_4 = sorted(
-    {
-        *[(c, g, 1, 1) for c, g in [(4, 4), (8, 4), (16, 4), (32, 4), (64, 4), (8, 8), (16, 8), (32, 8), (64, 8),
-                                     (16, 16), (32, 16), (64, 16), (32, 32), (64, 32), (64, 64)]],
-        *[(64, g, s, 1) for g in (4, 8, 64) for s in (2, 3)],
-        *[(64, g, 3, p) for g in (4, 8, 64) for p in (2, 3)],
-        (64, 8, 1, 3), (64, 64, 1, 3),
-    }
+PRESETS = (
+    Preset("mgiad_c4_g4", "mgiad", "MGiaD, 4 levels, c_K=4, g_s=4, lambda=1, eta_post=1",
+           {"coarse_channels": 4, "group_size": 4, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c8_g4", "mgiad", "MGiaD, 4 levels, c_K=8, g_s=4, lambda=1, eta_post=1",
+           {"coarse_channels": 8, "group_size": 4, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c8_g8", "mgiad", "MGiaD, 4 levels, c_K=8, g_s=8, lambda=1, eta_post=1",
+           {"coarse_channels": 8, "group_size": 8, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c16_g4", "mgiad", "MGiaD, 4 levels, c_K=16, g_s=4, lambda=1, eta_post=1",
+           {"coarse_channels": 16, "group_size": 4, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c16_g8", "mgiad", "MGiaD, 4 levels, c_K=16, g_s=8, lambda=1, eta_post=1",
+           {"coarse_channels": 16, "group_size": 8, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c16_g16", "mgiad", "MGiaD, 4 levels, c_K=16, g_s=16, lambda=1, eta_post=1",
+           {"coarse_channels": 16, "group_size": 16, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c32_g4", "mgiad", "MGiaD, 4 levels, c_K=32, g_s=4, lambda=1, eta_post=1",
+           {"coarse_channels": 32, "group_size": 4, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c32_g8", "mgiad", "MGiaD, 4 levels, c_K=32, g_s=8, lambda=1, eta_post=1",
+           {"coarse_channels": 32, "group_size": 8, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c32_g16", "mgiad", "MGiaD, 4 levels, c_K=32, g_s=16, lambda=1, eta_post=1",
+           {"coarse_channels": 32, "group_size": 16, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c32_g32", "mgiad", "MGiaD, 4 levels, c_K=32, g_s=32, lambda=1, eta_post=1",
+           {"coarse_channels": 32, "group_size": 32, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c64_g4", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=4, lambda=1, eta_post=1",
+           {"coarse_channels": 64, "group_size": 4, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c64_g4_x2", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=4, lambda=2, eta_post=1",
+           {"coarse_channels": 64, "group_size": 4, "channel_scale": 2, "post_smoothing": 1}),
+    Preset("mgiad_c64_g4_x3", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=4, lambda=3, eta_post=1",
+           {"coarse_channels": 64, "group_size": 4, "channel_scale": 3, "post_smoothing": 1}),
+    Preset("mgiad_c64_g4_x3_post2", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=4, lambda=3, eta_post=2",
+           {"coarse_channels": 64, "group_size": 4, "channel_scale": 3, "post_smoothing": 2}),
+    Preset("mgiad_c64_g4_x3_post3", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=4, lambda=3, eta_post=3",
+           {"coarse_channels": 64, "group_size": 4, "channel_scale": 3, "post_smoothing": 3}),
+    Preset("mgiad_c64_g8", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=8, lambda=1, eta_post=1",
+           {"coarse_channels": 64, "group_size": 8, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c64_g8_post3", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=8, lambda=1, eta_post=3",
+           {"coarse_channels": 64, "group_size": 8, "channel_scale": 1, "post_smoothing": 3}),
+    Preset("mgiad_c64_g8_x2", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=8, lambda=2, eta_post=1",
+           {"coarse_channels": 64, "group_size": 8, "channel_scale": 2, "post_smoothing": 1}),
+    Preset("mgiad_c64_g8_x3", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=8, lambda=3, eta_post=1",
+           {"coarse_channels": 64, "group_size": 8, "channel_scale": 3, "post_smoothing": 1}),
+    Preset("mgiad_c64_g8_x3_post2", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=8, lambda=3, eta_post=2",
+           {"coarse_channels": 64, "group_size": 8, "channel_scale": 3, "post_smoothing": 2}),
+    Preset("mgiad_c64_g8_x3_post3", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=8, lambda=3, eta_post=3",
+           {"coarse_channels": 64, "group_size": 8, "channel_scale": 3, "post_smoothing": 3}),
+    Preset("mgiad_c64_g16", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=16, lambda=1, eta_post=1",
+           {"coarse_channels": 64, "group_size": 16, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c64_g32", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=32, lambda=1, eta_post=1",
+           {"coarse_channels": 64, "group_size": 32, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c64_g64", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=64, lambda=1, eta_post=1",
+           {"coarse_channels": 64, "group_size": 64, "channel_scale": 1, "post_smoothing": 1}),
+    Preset("mgiad_c64_g64_post3", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=64, lambda=1, eta_post=3",
+           {"coarse_channels": 64, "group_size": 64, "channel_scale": 1, "post_smoothing": 3}),
+    Preset("mgiad_c64_g64_x2", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=64, lambda=2, eta_post=1",
+           {"coarse_channels": 64, "group_size": 64, "channel_scale": 2, "post_smoothing": 1}),
+    Preset("mgiad_c64_g64_x3", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=64, lambda=3, eta_post=1",
+           {"coarse_channels": 64, "group_size": 64, "channel_scale": 3, "post_smoothing": 1}),
+    Preset("mgiad_c64_g64_x3_post2", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=64, lambda=3, eta_post=2",
+           {"coarse_channels": 64, "group_size": 64, "channel_scale": 3, "post_smoothing": 2}),
+    Preset("mgiad_c64_g64_x3_post3", "mgiad", "MGiaD, 4 levels, c_K=64, g_s=64, lambda=3, eta_post=3",
+           {"coarse_channels": 64, "group_size": 64, "channel_scale": 3, "post_smoothing": 3}),
+    Preset("mgiad_l3_c16_g4", "mgiad", "MGiaD, 3 levels [16,32,64], c_K=16, g_s=4",
+           {"levels": 3, "coarse_channels": 16, "group_size": 4}),
+    Preset("mgiad_l3_c16_g8", "mgiad", "MGiaD, 3 levels [16,32,64], c_K=16, g_s=8",
+           {"levels": 3, "coarse_channels": 16, "group_size": 8}),
+    Preset("mgiad_l3_c16_g16", "mgiad", "MGiaD, 3 levels [16,32,64], c_K=16, g_s=16",
+           {"levels": 3, "coarse_channels": 16, "group_size": 16}),
 )
-for _c, _g, _s, _p in _CONFIGS_4:
-    register_preset(
-        _preset_name(_c, _g, _s, _p), "mgiad",
-        f"MGiaD, 4 levels, c_K={_c}, g_s={_g}, lambda={_s}, eta_post={_p}",
-        coarse_channels=_c, group_size=_g, channel_scale=_s, post_smoothing=_p,
-    )
-for _g in (4, 8, 16):
-    register_preset(_preset_name(16, _g, levels=3), "mgiad", f"MGiaD, 3 levels [16,32,64], c_K=16, g_s={_g}",
-                    levels=3, coarse_channels=16, group_size=_g)
+register_presets(PRESETS)

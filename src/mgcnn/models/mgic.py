@@ -30,14 +30,13 @@ from ..layers.common import (
     check_group_size,
     check_positive_int,
     check_widths,
-    conv1x1,
-    conv3x3,
     get_act_layer,
     get_norm_layer,
     make_act,
 )
+from ..layers.conv import conv1x1, conv3x3
 from ._base import ImageClassifier, stage_stack
-from ._registry import register_model, register_preset
+from ._registry import Preset, register_model, register_presets
 from .resnet import BasicBlock
 
 
@@ -152,5 +151,8 @@ def mgic(
                 stem=stem)
 
 
-register_preset("mgic_official", "mgic", "MGIC as the authors' driver builds it (7x7 stride-2 stem and max-pool)",
-                stem="imagenet")
+PRESETS = (
+    Preset("mgic_official", "mgic", "MGIC as the authors' driver builds it (7x7 stride-2 stem and max-pool)",
+           {"stem": "imagenet"}),
+)
+register_presets(PRESETS)

@@ -2,7 +2,7 @@
 
 He & Xu, "MgNet: A unified framework of multigrid and convolutional neural network", Sci. China Math. 62 (2019).
 Layout of the variant used (and counted) by the MGiaD and Poly-MgNet papers: van Betteray, Rottmann, Kahl,
-"MGiaD: Multigrid in all dimensions", Algorithm 1 with the FAS transfer of eqs. 5-7; spec architectures.md 3a.
+"MGiaD: Multigrid in all dimensions", Algorithm 1 with the FAS transfer of eqs. 5-7; docs/architectures.md 3a.
 
     f_1 = act(norm(conv3x3(x))),  u_1 = 0
     for each level l:   (l > 1)  u_l = Pi u_{l-1},  f_l = R f_{l-1} + A_l u_l           (eqs. 6-7)
@@ -22,7 +22,7 @@ Layout of the variant used (and counted) by the MGiaD and Poly-MgNet papers: van
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from torch import Tensor, nn
 
@@ -35,9 +35,9 @@ from ..layers.common import (
     get_act_layer,
     get_norm_layer,
 )
-from ..layers.smoothing import MgSmoother, ResolutionLevel, level_inputs
+from ..layers.smoothing import MgSmoother, ResolutionLevel, Smoother, level_inputs
 from ._base import ImageClassifier
-from ._registry import register_model, register_preset
+from ._registry import Preset, register_model, register_presets
 
 WIDTHS_4 = (64, 128, 256, 256)  # ResNet18 analogue, last width cut from 512 to 256 as in He & Xu
 WIDTHS_3 = (16, 32, 64)  # ResNet20 analogue
@@ -98,15 +98,27 @@ class MultigridNet(ImageClassifier):
 
     def operators(self) -> dict[str, nn.Conv2d]:
         """Every level operator A (and the in-channel A^ of MGiaD), keyed by a readable name."""
-        ops = {}
+        return {op.name: op.operator for op in self.level_operators()}
+
+    def level_operators(self) -> list[LevelOperator]:
+        """Every operator with its level (1-based), name and smoother: ``level2`` or ``level2.channel1``."""
+        out = []
         for i, level in enumerate(self.levels):
-            sm = level.smoother
-            if hasattr(sm, "operators"):
-                for k, op in enumerate(sm.operators()):
-                    ops[f"level{i + 1}.channel{k + 1}"] = op
-            else:
-                ops[f"level{i + 1}"] = sm.A
-        return ops
+            for suffix, op in level.smoother.operators().items():
+                out.append(LevelOperator(operator_name(i + 1, suffix), i + 1, op, level.smoother))
+        return out
+
+
+def operator_name(level: int, suffix: str = "") -> str:
+    """``level2``, or with a smoother's operator suffix ``level2.channel1``."""
+    return f"level{level}" + (f".{suffix}" if suffix else "")
+
+
+class LevelOperator(NamedTuple):
+    name: str  # "level2" or "level2.channel1"
+    level: int  # 1-based resolution level
+    operator: nn.Conv2d
+    smoother: Smoother
 
 
 def resolve_widths(widths: Sequence[int] | None, levels: int | None, scale: float = 1) -> tuple[int, ...]:
@@ -209,21 +221,35 @@ def mgnet_hexu(
                         norm_layer=norm, act_layer=act, level1_transfer=False, transfer="full")
 
 
-# Presets: the MgNet rows of the MGiaD paper (Tables I-VI) and the scaled widths of the Poly-MgNet comparison.
-register_preset("mgnet_ab_l3", "mgnet", "MgNet^{A,B}, 3 levels [16,32,64], nu=3 (ResNet20 analogue)", levels=3)
-register_preset("mgnet_a_l3", "mgnet", "MgNet^{A}, 3 levels [16,32,64], nu=3", levels=3, share="A")
-register_preset("mgnet_ab", "mgnet", "MgNet^{A,B}, 4 levels [64,128,256,256], nu=2 (ResNet18 analogue)")
-register_preset("mgnet_a", "mgnet", "MgNet^{A}, 4 levels [64,128,256,256], nu=2", share="A")
-for _g in (64, 32, 16, 8):
-    register_preset(f"mgnet_ab_g{_g}", "mgnet", f"MgNet^{{A,B}} with grouped A, B (g_s={_g}), 2 BN per level",
-                    group_size=_g, share_norm=True)
-for _w in (22, 45, 90, 180):
-    _ws = (_w, 2 * _w, 4 * _w, 4 * _w)
-    register_preset(f"mgnet_ab_w{_w}", "mgnet", f"MgNet^{{A,B}} at widths {list(_ws)}", widths=_ws)
-    register_preset(f"mgnet_a_w{_w}", "mgnet", f"MgNet^{{A}} at widths {list(_ws)}", widths=_ws, share="A")
-
-# He & Xu's released configurations (MgNet[2,2,2,2]-c-B^l and the --wise-B variant of their README's results table)
-register_preset("mgnet_hexu_c64", "mgnet_hexu", "He & Xu's MgNet, c=64 on 4 levels x 2 steps, B^l", channels=64)
-register_preset("mgnet_hexu_c256", "mgnet_hexu", "He & Xu's MgNet, c=256 on 4 levels x 2 steps, B^l", channels=256)
-register_preset("mgnet_hexu_c256_wise_b", "mgnet_hexu", "He & Xu's MgNet, c=256 on 4 levels x 2 steps, B^{l,i}",
-                channels=256, share="A")
+# Presets: the MgNet rows of the MGiaD paper (Tables I-VI), the scaled widths of the Poly-MgNet comparison, and
+# He & Xu's released configurations (MgNet[2,2,2,2]-c-B^l and the --wise-B variant of their README's results table).
+PRESETS = (
+    Preset("mgnet_ab_l3", "mgnet", "MgNet^{A,B}, 3 levels [16,32,64], nu=3 (ResNet20 analogue)", {"levels": 3}),
+    Preset("mgnet_a_l3", "mgnet", "MgNet^{A}, 3 levels [16,32,64], nu=3", {"levels": 3, "share": "A"}),
+    Preset("mgnet_ab", "mgnet", "MgNet^{A,B}, 4 levels [64,128,256,256], nu=2 (ResNet18 analogue)", {}),
+    Preset("mgnet_a", "mgnet", "MgNet^{A}, 4 levels [64,128,256,256], nu=2", {"share": "A"}),
+    Preset("mgnet_ab_g64", "mgnet", "MgNet^{A,B} with grouped A, B (g_s=64), 2 BN per level",
+           {"group_size": 64, "share_norm": True}),
+    Preset("mgnet_ab_g32", "mgnet", "MgNet^{A,B} with grouped A, B (g_s=32), 2 BN per level",
+           {"group_size": 32, "share_norm": True}),
+    Preset("mgnet_ab_g16", "mgnet", "MgNet^{A,B} with grouped A, B (g_s=16), 2 BN per level",
+           {"group_size": 16, "share_norm": True}),
+    Preset("mgnet_ab_g8", "mgnet", "MgNet^{A,B} with grouped A, B (g_s=8), 2 BN per level",
+           {"group_size": 8, "share_norm": True}),
+    Preset("mgnet_ab_w22", "mgnet", "MgNet^{A,B} at widths [22, 44, 88, 88]", {"widths": (22, 44, 88, 88)}),
+    Preset("mgnet_a_w22", "mgnet", "MgNet^{A} at widths [22, 44, 88, 88]", {"widths": (22, 44, 88, 88), "share": "A"}),
+    Preset("mgnet_ab_w45", "mgnet", "MgNet^{A,B} at widths [45, 90, 180, 180]", {"widths": (45, 90, 180, 180)}),
+    Preset("mgnet_a_w45", "mgnet", "MgNet^{A} at widths [45, 90, 180, 180]",
+           {"widths": (45, 90, 180, 180), "share": "A"}),
+    Preset("mgnet_ab_w90", "mgnet", "MgNet^{A,B} at widths [90, 180, 360, 360]", {"widths": (90, 180, 360, 360)}),
+    Preset("mgnet_a_w90", "mgnet", "MgNet^{A} at widths [90, 180, 360, 360]",
+           {"widths": (90, 180, 360, 360), "share": "A"}),
+    Preset("mgnet_ab_w180", "mgnet", "MgNet^{A,B} at widths [180, 360, 720, 720]", {"widths": (180, 360, 720, 720)}),
+    Preset("mgnet_a_w180", "mgnet", "MgNet^{A} at widths [180, 360, 720, 720]",
+           {"widths": (180, 360, 720, 720), "share": "A"}),
+    Preset("mgnet_hexu_c64", "mgnet_hexu", "He & Xu's MgNet, c=64 on 4 levels x 2 steps, B^l", {"channels": 64}),
+    Preset("mgnet_hexu_c256", "mgnet_hexu", "He & Xu's MgNet, c=256 on 4 levels x 2 steps, B^l", {"channels": 256}),
+    Preset("mgnet_hexu_c256_wise_b", "mgnet_hexu", "He & Xu's MgNet, c=256 on 4 levels x 2 steps, B^{l,i}",
+           {"channels": 256, "share": "A"}),
+)
+register_presets(PRESETS)

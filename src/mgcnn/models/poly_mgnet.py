@@ -1,8 +1,8 @@
 """Poly-MgNet: MgNet whose smoother B is a polynomial in the level operator A.
 
 van Betteray, Rottmann, Kahl, "Poly-MgNet: Polynomial Building Blocks in Multigrid-Inspired ResNets", ICPRAM 2025,
-arXiv 2503.10594. The skeleton is MgNet's (stem, depthwise Pi/R, FAS transfer, GAP(u) head; spec poly-mgnet.md 1,
-4); the B convolutions are gone and each level runs polynomial blocks (:mod:`mgcnn.layers.polynomial`). The
+arXiv 2503.10594. The skeleton is MgNet's (stem, depthwise Pi/R, FAS transfer, GAP(u) head; docs/architectures.md
+7a); the B convolutions are gone and each level runs polynomial blocks (:mod:`mgcnn.layers.polynomial`). The
 superscript of Poly-MgNet^{q_d} is the degree d of the level's residual polynomial q(A) = prod_j (I - A / z_j):
 
 | degree | blocks per level                   | default placements (released training scripts)       |
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from ..layers.common import LayerFactory, check_group_size, get_act_layer, get_norm_layer
 from ..layers.polynomial import BLOCK_DEGREE, BLOCK_KINDS, PolySmoother, xavier_roots
-from ._registry import register_model, register_preset
+from ._registry import Preset, register_model, register_presets
 from .mgnet import MultigridNet, resolve_widths
 
 DEGREE_BLOCKS = {
@@ -134,9 +134,23 @@ def poly_mgnet(
     return model
 
 
-for _d in DEGREE_BLOCKS:
-    register_preset(f"poly_mgnet_q{_d}", "poly_mgnet", f"Poly-MgNet^{{q_{_d}}}, widths [64,128,256,256]", degree=_d)
-for _w in (22, 45, 90, 180, 182, 192):
-    _ws = (_w, 2 * _w, 4 * _w, 4 * _w)
-    register_preset(f"poly_mgnet_q2_w{_w}", "poly_mgnet", f"Poly-MgNet^{{q_2}} at widths {list(_ws)}", degree=2,
-                    widths=_ws)
+# Presets: the four degrees at the paper's widths, and Poly-MgNet^{q_2} at the widths of the MgNet comparison.
+PRESETS = (
+    Preset("poly_mgnet_q2", "poly_mgnet", "Poly-MgNet^{q_2}, widths [64,128,256,256]", {"degree": 2}),
+    Preset("poly_mgnet_q4", "poly_mgnet", "Poly-MgNet^{q_4}, widths [64,128,256,256]", {"degree": 4}),
+    Preset("poly_mgnet_q6", "poly_mgnet", "Poly-MgNet^{q_6}, widths [64,128,256,256]", {"degree": 6}),
+    Preset("poly_mgnet_q8", "poly_mgnet", "Poly-MgNet^{q_8}, widths [64,128,256,256]", {"degree": 8}),
+    Preset("poly_mgnet_q2_w22", "poly_mgnet", "Poly-MgNet^{q_2} at widths [22, 44, 88, 88]",
+           {"degree": 2, "widths": (22, 44, 88, 88)}),
+    Preset("poly_mgnet_q2_w45", "poly_mgnet", "Poly-MgNet^{q_2} at widths [45, 90, 180, 180]",
+           {"degree": 2, "widths": (45, 90, 180, 180)}),
+    Preset("poly_mgnet_q2_w90", "poly_mgnet", "Poly-MgNet^{q_2} at widths [90, 180, 360, 360]",
+           {"degree": 2, "widths": (90, 180, 360, 360)}),
+    Preset("poly_mgnet_q2_w180", "poly_mgnet", "Poly-MgNet^{q_2} at widths [180, 360, 720, 720]",
+           {"degree": 2, "widths": (180, 360, 720, 720)}),
+    Preset("poly_mgnet_q2_w182", "poly_mgnet", "Poly-MgNet^{q_2} at widths [182, 364, 728, 728]",
+           {"degree": 2, "widths": (182, 364, 728, 728)}),
+    Preset("poly_mgnet_q2_w192", "poly_mgnet", "Poly-MgNet^{q_2} at widths [192, 384, 768, 768]",
+           {"degree": 2, "widths": (192, 384, 768, 768)}),
+)
+register_presets(PRESETS)

@@ -7,7 +7,7 @@ He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016.
   a quarter of the spatial positions from stage 1 on).
 - ``resnet20``: the CIFAR ResNet of Sec. 4.2, stages [16,32,64] x 3 BasicBlocks, parameter-free shortcuts
   ("option A": subsample and zero-pad channels). 269,722 weights for 10 classes.
-Counts as in spec architectures.md 2.
+Layouts and counts: docs/architectures.md 5.
 """
 
 from __future__ import annotations
@@ -20,17 +20,16 @@ from ..layers.common import (
     LayerFactory,
     Stem,
     check_positive_int,
-    conv1x1,
-    conv3x3,
     get_act_layer,
     get_norm_layer,
     subsample_pad,
 )
+from ..layers.conv import FastPath, conv1x1, conv3x3
 from ._base import ImageClassifier, stage_stack
-from ._registry import register_model, register_preset
+from ._registry import Preset, register_model, register_presets
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(nn.Module, FastPath):
     """conv3x3-norm-act-conv3x3-norm, plus shortcut, then act.
 
     ``shortcut="B"``: 1x1 strided conv + norm when the shape changes; ``"A"``: strided subsampling + zero channels.
@@ -57,7 +56,8 @@ class BasicBlock(nn.Module):
         if self.downsample is not None:
             return self.downsample(x)
         if self.shortcut_kind == "A" and (self.stride != 1 or self.pad):
-            return subsample_pad(x, self.stride, self.pad // 2, self.pad - self.pad // 2)  # (N, c_out, H/s, W/s)
+            before, after = self.pad // 2, self.pad - self.pad // 2
+            return subsample_pad(x, self.stride, before, after, fast=self.fast)  # (N, c_out, H/s, W/s)
         return x
 
     def forward(self, x: Tensor) -> Tensor:
@@ -120,8 +120,11 @@ def resnet18(
                        norm_layer=get_norm_layer(norm_layer), act_layer=get_act_layer(act_layer), stem=stem)
 
 
-register_preset("resnet18_pool", "resnet18",
-                "ResNet18 as the Poly-MgNet code trains it: 3x3 stride-1 stem, max-pool kept", stem="cifar_pool")
+PRESETS = (
+    Preset("resnet18_pool", "resnet18", "ResNet18 as the Poly-MgNet code trains it: 3x3 stride-1 stem, max-pool kept",
+           {"stem": "cifar_pool"}),
+)
+register_presets(PRESETS)
 
 
 @register_model("resnet")

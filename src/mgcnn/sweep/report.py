@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from ..models import model_info
-from ..models.paper import DATASETS
+from ..papers.tables import DATASETS, rows_for_model
 from .study import Study, config_hash, expand
 
 COLUMNS = ["label", "model", "dataset", "config_id", "seeds", "epochs", "params", "paper_weights_k",
@@ -23,10 +23,7 @@ def _group_id(cfg: dict[str, Any]) -> str:
 
 
 def _paper_from_registry(model: str, dataset: str) -> dict[str, Any] | None:
-    try:
-        rows = [r for r in model_info(model).paper_rows if r.dataset == dataset and r.known_error is None]
-    except ValueError:
-        return None
+    rows = [r for r in rows_for_model(model) if r.dataset == dataset and r.known_error is None]
     if not rows:
         return None
     r = rows[0]
@@ -90,6 +87,24 @@ def aggregate(runs: list[dict[str, Any]], study: Study | None = None) -> list[di
     return rows
 
 
+# Marker and colour of each model family in the accuracy-vs-weights plot. A family not listed here (a newly
+# registered one) gets the next unused spare style, and "other"'s once the spares run out.
+FAMILY_STYLES: dict[str, tuple[str, str]] = {
+    "resnet": ("s", "tab:blue"), "mgnet": ("o", "tab:orange"), "mgiad": ("^", "tab:green"),
+    "mgic": ("D", "tab:purple"), "poly_mgnet": ("P", "tab:red"), "other": ("x", "tab:gray"),
+}
+_SPARE_STYLES = (("v", "tab:brown"), ("p", "tab:pink"), ("h", "tab:olive"), ("*", "tab:cyan"), ("<", "black"),
+                 (">", "tab:blue"), ("d", "tab:orange"), ("X", "tab:green"))
+
+
+def family_styles(families: list[str]) -> dict[str, tuple[str, str]]:
+    """(marker, colour) of each of ``families``: its ``FAMILY_STYLES`` entry, else a spare style (unknown families
+    in sorted order, so a report's colours do not depend on row order), else ``FAMILY_STYLES["other"]``."""
+    unknown = sorted({f for f in families if f not in FAMILY_STYLES})
+    spare = dict(zip(unknown, _SPARE_STYLES))
+    return {f: FAMILY_STYLES.get(f) or spare.get(f) or FAMILY_STYLES["other"] for f in families}
+
+
 def _family(model: str) -> str:
     try:
         return model_info(model).family
@@ -109,8 +124,8 @@ def write_report(rows: list[dict[str, Any]], out: str | Path, *, title: str = "S
         w.writeheader()
         w.writerows(rows)
     lines = [f"# {title}", "",
-             "| configuration | dataset | #weights ours | #weights paper | test % ours (mean ± std) | test % paper | "
-             "train % ours | train % paper | seeds | epochs trained |",
+             ("| configuration | dataset | #weights ours | #weights paper | test % ours (mean ± std) | test % paper | "
+              "train % ours | train % paper | seeds | epochs trained |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         paper_test = "-" if r["paper_test_acc"] is None else (
@@ -137,18 +152,17 @@ def plot_accuracy_vs_weights(rows: list[dict[str, Any]], path: Path, *, title: s
 
     plt = _plt()
 
-    markers = {"resnet": "s", "mgnet": "o", "mgiad": "^", "mgic": "D", "poly_mgnet": "P", "other": "x"}
-    colors = {"resnet": "tab:blue", "mgnet": "tab:orange", "mgiad": "tab:green", "mgic": "tab:purple",
-              "poly_mgnet": "tab:red", "other": "tab:gray"}
+    styles = family_styles([r["family"] for r in rows])
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     seen = set()
     for r in rows:
         fam = r["family"]
-        ax.errorbar(r["params"], r["test_acc_mean"], yerr=r["test_acc_std"] or None, fmt=markers[fam],
-                    color=colors[fam], ms=7, capsize=3, label=f"{fam} (ours)" if (fam, 0) not in seen else None)
+        marker, color = styles[fam]
+        ax.errorbar(r["params"], r["test_acc_mean"], yerr=r["test_acc_std"] or None, fmt=marker,
+                    color=color, ms=7, capsize=3, label=f"{fam} (ours)" if (fam, 0) not in seen else None)
         seen.add((fam, 0))
         if r["paper_test_acc"] is not None and r["paper_weights_k"] is not None:
-            ax.plot(r["paper_weights_k"] * 1000, r["paper_test_acc"], markers[fam], mfc="none", color=colors[fam],
+            ax.plot(r["paper_weights_k"] * 1000, r["paper_test_acc"], marker, mfc="none", color=color,
                     ms=8, label=f"{fam} (paper)" if (fam, 1) not in seen else None)
             seen.add((fam, 1))
         ax.annotate(r["label"], (r["params"], r["test_acc_mean"]), fontsize=6, xytext=(3, 3),

@@ -54,9 +54,13 @@ class RunSpec:
         return self.row.get("label") or self.config.model
 
 
+def _builtin_dir():
+    """The built-in study files: generated from the paper tables by ``python -m mgcnn.papers.studies``."""
+    return resources.files("mgcnn.papers").joinpath("study_files")
+
+
 def builtin_studies() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files(__package__).joinpath("studies").iterdir()
-                  if p.name.endswith(".yaml"))
+    return sorted(p.name.removesuffix(".yaml") for p in _builtin_dir().iterdir() if p.name.endswith(".yaml"))
 
 
 def load_study(ref: str | Path | dict) -> Study:
@@ -66,7 +70,7 @@ def load_study(ref: str | Path | dict) -> Study:
     else:
         path = Path(ref)
         if not path.is_file():
-            builtin = resources.files(__package__).joinpath("studies", f"{ref}.yaml")
+            builtin = _builtin_dir().joinpath(f"{ref}.yaml")
             if not builtin.is_file():
                 raise ValueError(f"study {ref!r} is neither a file nor a built-in study; built-in: {builtin_studies()}")
             data = parse_yaml(builtin.read_text(), f"built-in study {ref}")

@@ -11,6 +11,7 @@ from .engine import (
     lr_factor,
     train,
 )
+from .model import build_model, load_weights
 
 __all__ = [
     "RECIPES",
@@ -20,8 +21,10 @@ __all__ = [
     "TrainConfig",
     "TrainingDivergedError",
     "TrainingInterrupted",
+    "build_model",
     "evaluate_checkpoint",
     "load_checkpoint",
+    "load_weights",
     "load_yaml",
     "lr_factor",
     "recipe",

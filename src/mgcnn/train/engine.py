@@ -1,8 +1,10 @@
 """The training engine: ``train(config) -> RunResult``, readable top to bottom.
 
-One function sets up (devices, processes, data, model, optimiser, run directory), then loops over epochs: train,
-evaluate, write the checkpoint atomically, log one line. Works as one process, or under ``torchrun`` as K processes
-with DistributedDataParallel (NCCL on GPUs, gloo on CPUs), each taking every K-th sample of the global batch.
+``train`` checks the config and the model, sets up the process (:func:`setup_process`), takes the run directory
+(:class:`RunDirectory`), loads the data (:func:`make_loaders`), builds the model (:func:`prepare_model`), resumes
+(:func:`restore_checkpoint`), then loops over epochs: :func:`train_one_epoch`, evaluate, write the checkpoint
+atomically, log one line. Works as one process, or under ``torchrun`` as K processes with DistributedDataParallel
+(NCCL on GPUs, gloo on CPUs), each taking every K-th sample of the global batch.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,9 @@ from ..data import DeviceLoader, download_dataset, load_dataset
 from ..data.registry import data_roots
 from ..fileio import DirectoryLock, atomic_write_text, remove_stale_parts
 from ..hub import pretrained_cfg
-from ..models import count_parameters, create_model
-from ..perf import allocator_state, conv_autotune_enabled, set_conv_autotune, tune_allocator
+from ..layers.conv import ConvPlanner, set_conv_planner
+from ..models import count_parameters
+from ..perf import allocator_state, tune_allocator
 from .checkpoint import (
     RESUME_KEYS,
     CheckpointError,
@@ -44,6 +47,7 @@ from .checkpoint import (
     strip_prefixes,
 )
 from .config import TrainConfig, read_yaml_fields, save_yaml
+from .model import build_model, load_weights
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "result.json", "env.json", "checkpoint.pt", "steps.jsonl")
 
@@ -168,15 +172,9 @@ def _read(path: Path) -> str:
 
 def environment(device: torch.device, world_size: int, data=None) -> dict[str, Any]:
     """Provenance of a run (``env.json``): when, how, with which code, software, hardware and data files."""
-    from ..data import registry
-
     files = None
     if data is not None:
-        spec = data.spec
-        md5 = {f.name: f.md5 for f in spec.files}
-        md5.update(getattr(registry, {"cifar10": "CIFAR10_MEMBER_MD5", "cifar100": "CIFAR100_MEMBER_MD5"}.get(
-            spec.name, ""), {}) or {})
-        files = {"source": data.source, "md5": md5}
+        files = {"source": data.source, "md5": {**{f.name: f.md5 for f in data.spec.files}, **data.spec.checksums}}
     return {
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": sys.argv,
@@ -517,6 +515,267 @@ class Progress:
             self.bar.close()
 
 
+# ------------------------------------------------------------------------------------------------------- setup
+@dataclass
+class Process:
+    """The process a run trains in (device, rank) and how to undo the process settings that setup changed."""
+
+    device: torch.device
+    rank: int
+    world_size: int
+    say: Callable[[str], None]
+    undo: list[Callable[[], None]]
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def close(self) -> None:
+        """Restore every setting :func:`setup_process` changed (threads, determinism, cudnn), newest first."""
+        while self.undo:
+            self.undo.pop()()
+
+
+def setup_process(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> Process:
+    """Devices, the process group under ``torchrun``, threads, determinism and the seed. Call ``close()`` after."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(cfg.device, local_rank)
+    undo: list[Callable[[], None]] = []
+    if world_size > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        undo.append(_end_process_group)
+    rank = dist.get_rank() if world_size > 1 else 0
+    say = (log or (lambda s: print(s, flush=True))) if rank == 0 else (lambda s: None)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    threads, deterministic, benchmark = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                                         torch.backends.cudnn.benchmark)
+    undo.append(lambda: torch.set_num_threads(threads))
+    undo.append(lambda: torch.use_deterministic_algorithms(deterministic))
+    undo.append(lambda: setattr(torch.backends.cudnn, "benchmark", benchmark))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    elif device.type == "cpu":  # torch counts the machine's cores, not the CPUs this process may use
+        torch.set_num_threads(min(torch.get_num_threads(), available_cpus()))
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg.seed)
+    return Process(device, rank, world_size, say, undo)
+
+
+def _end_process_group() -> None:
+    if dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.barrier()  # without it one rank may abort while another still talks (docs/reliability.md)
+        dist.destroy_process_group()
+
+
+# -------------------------------------------------------------------------------------------------------- data
+@dataclass
+class Loaders:
+    train: DeviceLoader
+    test: DeviceLoader
+    val: DeviceLoader | None
+
+
+def make_loaders(cfg: TrainConfig, data, proc: Process) -> Loaders:
+    """Device-resident loaders: the training part (less the validation split), the test split, the validation."""
+    train_idx, val_idx = validation_split(len(data.train_labels), cfg.val_fraction)
+    train_x, train_y = _subset(data.train_images[train_idx], data.train_labels[train_idx], cfg.train_subset,
+                               shuffle=True)
+    test_x, test_y = _subset(data.test_images, data.test_labels, cfg.test_subset, shuffle=False)
+    common = dict(mean=data.spec.mean, std=data.spec.std, device=proc.device, channels_last=cfg.channels_last,
+                  rank=proc.rank, world_size=proc.world_size)
+    eval_batch = cfg.eval_batch_size * proc.world_size
+    loaders = Loaders(
+        train=DeviceLoader(train_x, train_y, cfg.batch_size, train=True, seed=cfg.seed,
+                           crop_padding=cfg.crop_padding, flip=cfg.flip, **common),
+        test=DeviceLoader(test_x, test_y, eval_batch, train=False, **common),
+        val=None if val_idx is None else DeviceLoader(data.train_images[val_idx], data.train_labels[val_idx],
+                                                      eval_batch, train=False, **common))
+    if len(loaders.train) == 0:
+        raise ValueError(f"the training set has {len(train_y)} samples, fewer than one batch of {cfg.batch_size}")
+    return loaders
+
+
+# ------------------------------------------------------------------------------------------------------- model
+def prepare_model(cfg: TrainConfig, proc: Process) -> nn.Module:
+    """The run's model on its device and layout, with the grouped-conv planner of a non-deterministic run."""
+    model = build_model(cfg)
+    # The level-1 Pi/R pair kept for paper-faithful counts never gets a gradient (SGD skips it anyway); marking
+    # it frozen lets DistributedDataParallel run without the slower find_unused_parameters.
+    for p in getattr(model, "unused_parameters", list)():
+        p.requires_grad_(False)
+    model.to(proc.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    # Grouped-conv formulations are timed per shape like cudnn.benchmark's algorithms (same maths, see
+    # mgcnn.layers.conv); deterministic runs keep the stock kernels so that reruns are bitwise equal.
+    # MGCNN_CONV_AUTOTUNE=0 opts out.
+    if not cfg.deterministic and os.environ.get("MGCNN_CONV_AUTOTUNE", "1") != "0":
+        set_conv_planner(model, ConvPlanner())
+    if cfg.sync_bn and proc.distributed:
+        if proc.device.type != "cuda":
+            raise ValueError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint restores besides the weights: the epochs done, their records and the best test accuracy."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: float = 0.0
+
+
+def restore_checkpoint(cfg: TrainConfig, ckpt_path: Path, model: nn.Module, optimizer, scaler,
+                       proc: Process) -> TrainState:
+    """Load a run's checkpoint into model, optimizer, scaler and RNGs (the checkpoint is the source of truth)."""
+    state = load_checkpoint(ckpt_path, require=RESUME_KEYS)
+    changed = resume_changes(state["config"], cfg, state["epoch"])
+    load_weights(model, state["model"], ckpt_path, cfg.model)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{ckpt_path}: the saved optimizer state does not fit {cfg.model} "
+                              f"({str(e).splitlines()[0]})") from None
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    proc.say(f"resuming {ckpt_path.parent} after epoch {state['epoch']}/{cfg.epochs}"
+             + (f", with {', '.join(f'{k}={b!r}' for k, (_, b) in changed.items())}" if changed else ""))
+    if proc.is_main:
+        _check_config_file(ckpt_path.parent / "config.yaml", state["config"], proc.say)
+    return TrainState(state["epoch"], state["history"], state["best_test_acc"])
+
+
+# ----------------------------------------------------------------------------------------------- run directory
+class RunDirectory:
+    """The run directory while this process trains into it: locked (released by the OS if we die), checked against
+    resume/overwrite before anything is written, and removed again if it was created by a run that failed to start.
+    """
+
+    def __init__(self, path: Path, proc: Process, *, resume: bool, overwrite: bool):
+        if path.exists() and not path.is_dir():
+            raise RunDirectoryError(f"--out {path} is a file, not a directory; choose another --out")
+        self.path, self.proc, self.resume, self.overwrite = path, proc, resume, overwrite
+        self.lock, self.created, self.started, self.replace = DirectoryLock(path), not path.exists(), False, False
+
+    def __enter__(self) -> RunDirectory:
+        proc, path = self.proc, self.path
+        try:
+            if proc.is_main and not self.lock.acquire():
+                raise RunLockedError(f"{path} is being trained by {self.lock.holder()}; wait for it to finish, or "
+                                     "use another --out")
+            if proc.is_main and not self.lock.supported:
+                proc.say(f"note: {path} is on a file system without flock: two processes could train into it")
+            if proc.is_main:
+                remove_stale_parts(path)  # temp files of writers killed mid-write
+            box = [False]  # rank 0 decides, every rank learns the outcome
+            _on_rank0(lambda: box.__setitem__(0, _check_run_dir(path, self.resume, self.overwrite)), proc.is_main,
+                      proc.distributed)
+            self.replace = box[0]
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def start(self, cfg: TrainConfig, data, state: TrainState) -> None:
+        """Write the run's config, provenance and metrics; an ``--overwrite`` run deletes the old one only now,
+        when the new run has its data and model."""
+        if self.proc.is_main:
+            if self.replace:
+                _clear_run_dir(self.path)
+            if state.epoch < cfg.epochs:  # a finished run trained further is not finished until it finishes again
+                (self.path / "result.json").unlink(missing_ok=True)
+            save_yaml(cfg, self.path / "config.yaml")
+            env = environment(self.proc.device, self.proc.world_size, data)
+            env["data_files"] = env["data_files"] and {**env["data_files"], "verified": cfg.verify_data}
+            if self.resume:  # keep the provenance of the earlier segments of a resumed run
+                try:
+                    old = json.loads((self.path / "env.json").read_text())
+                    env["earlier_segments"] = old.pop("earlier_segments", []) + [old]
+                except (OSError, ValueError):
+                    pass
+            atomic_write_text(self.path / "env.json", json.dumps(env, indent=2))
+            # the metrics file follows the checkpoint: a line lost to a kill after the checkpoint is restored
+            write_metrics(self.path, state.history)
+        self.started = True
+
+    def __exit__(self, *exc) -> None:
+        # a run that fails to start leaves nothing behind; only the lock's holder may remove its file
+        cleanup = self.created and not self.started and self.proc.is_main and self.lock.held
+        self.lock.release(remove=cleanup)
+        if cleanup:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()  # only if empty
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+
+
+# ------------------------------------------------------------------------------------------------------- epoch
+def _kept(ckpt_path: Path, history: list[dict[str, Any]]) -> str:
+    return (f"The last good checkpoint ({ckpt_path}, after epoch {history[-1]['epoch']}) is kept." if history
+            else "No epoch had finished, so there is no checkpoint.")
+
+
+def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer, scaler, autocast, cfg: TrainConfig,
+                    epoch: int, bar: Progress, logger: RunLogger, diverged: Callable[[str], Exception],
+                    ) -> tuple[torch.Tensor, float]:
+    """One pass over the training data; returns the (loss sum, correct, count) sums of this rank and the last lr."""
+    model.train()
+    loader.set_epoch(epoch)
+    progressive = cfg.train_size is not None and epoch < cfg.epochs - cfg.full_size_epochs
+    loader.crop_size = cfg.train_size if progressive else None
+    steps = len(loader)
+    sums = torch.zeros(3, dtype=torch.float64, device=loader.device)  # loss, correct, count
+    lr = cfg.lr
+    for step, (x, y) in enumerate(bar):
+        lr = cfg.lr * lr_factor(cfg, epoch + step / steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast():
+            logits = model(x)  # (b, num_classes)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            raise diverged(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr {lr:.4g}); training "
+                           "stopped.")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        sums[0] += loss.detach().double() * len(y)
+        sums[1] += (logits.argmax(1) == y).sum()
+        sums[2] += len(y)
+        bar.update(step + 1, sums, lr)
+        if logger.every and (epoch * steps + step + 1) % logger.every == 0:
+            logger.step(epoch * steps + step + 1, epoch + 1, loss.item(), lr)
+    bar.close()
+    return sums, lr
+
+
+def _epoch_line(h: dict[str, Any], epochs: int, num_classes: int) -> str:
+    tested = (f"  test loss {h['test_loss']:.4f} acc {h['test_acc']:6.2f}%" if "test_acc" in h
+              else "  (not evaluated)")
+    tested += f" top-5 {h['test_top5']:6.2f}%" if num_classes > 10 and "test_top5" in h else ""
+    tested += f"  val acc {h['val_acc']:6.2f}%" if "val_acc" in h else ""
+    return (f"epoch {h['epoch']:>3}/{epochs}  train loss {h['train_loss']:.4f} acc {h['train_acc']:6.2f}%{tested}  "
+            f"lr {h['lr']:.4g}  {h['seconds']:6.1f}s  {h['images_per_sec']:7.0f} img/s")
+
+
 # ------------------------------------------------------------------------------------------------------- train
 def train(
     config: TrainConfig,
@@ -539,266 +798,134 @@ def train(
     ``stop_after=N`` ends this call after N more epochs, leaving a resumable run (as a preempted job would), and
     returns None unless the run finished. Ctrl-C raises :class:`TrainingInterrupted` (a ``KeyboardInterrupt``)
     naming the kept checkpoint and the command that continues the run.
+
+    The whole config and the model (built on the meta device) are checked before anything else happens: a bad model
+    name or argument fails with nothing downloaded, created or deleted.
     """
     cfg = config.validate()
-    tune_allocator()
-
-    # -- processes and devices
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(cfg.device, local_rank)
-    distributed = world_size > 1
-    if distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank() if distributed else 0
-    is_main = rank == 0
-    say = (log or (lambda s: print(s, flush=True))) if is_main else (lambda s: None)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    threads_before, deterministic_before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    autotune_before = conv_autotune_enabled()
-    # Grouped-conv formulations are timed per shape like cudnn.benchmark's algorithms (same maths, see mgcnn.perf);
-    # deterministic runs keep the stock kernels so that reruns are bitwise equal. MGCNN_CONV_AUTOTUNE=0 opts out.
-    set_conv_autotune(not cfg.deterministic and os.environ.get("MGCNN_CONV_AUTOTUNE", "1") != "0")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    elif device.type == "cpu":  # torch counts the machine's cores, not the CPUs this process may use
-        torch.set_num_threads(min(torch.get_num_threads(), available_cpus()))
-    if cfg.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(cfg.seed)
-
-    run_dir = Path(cfg.out or f"runs/{cfg.model}-{cfg.dataset}-s{cfg.seed}")
+    build_model(cfg, device="meta")
     if cfg.data_dir is not None:  # stored resolved: eval and resume must work from any working directory
         cfg.data_dir = str(Path(cfg.data_dir).expanduser().resolve())
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirectoryError(f"--out {run_dir} is a file, not a directory; choose another --out")
-    lock, created_dir = DirectoryLock(run_dir), not run_dir.exists()
-    started = False
+    run_dir = Path(cfg.out or f"runs/{cfg.model}-{cfg.dataset}-s{cfg.seed}")
+    tune_allocator()
+    proc = setup_process(cfg, log)
     try:
-        # -- the run directory: locked while this process trains into it (released by the OS if we die)
-        if is_main and not lock.acquire():
-            raise RunLockedError(f"{run_dir} is being trained by {lock.holder()}; wait for it to finish, or use "
-                                 "another --out")
-        if is_main and not lock.supported:
-            say(f"note: {run_dir} is on a file system without flock: two processes could train into it at once")
-        if is_main:
-            remove_stale_parts(run_dir)  # temp files of writers killed mid-write
-        # -- run directory and downloads: rank 0 acts, every rank learns the outcome (no one waits forever)
-        replace = [False]
-        _on_rank0(lambda: replace.__setitem__(0, _check_run_dir(run_dir, resume, overwrite)), is_main, distributed)
-        if cfg.download:  # into --data-dir, else $MGCNN_DATA, else ~/.cache/mgcnn
-            _on_rank0(lambda: download_dataset(cfg.dataset, data_roots(cfg.data_dir)[0]), is_main, distributed)
-        data = load_dataset(cfg.dataset, cfg.data_dir, verify=cfg.verify_data)
-        spec = data.spec
-        train_idx, val_idx = validation_split(len(data.train_labels), cfg.val_fraction)
-        train_x, train_y = _subset(data.train_images[train_idx], data.train_labels[train_idx], cfg.train_subset,
-                                   shuffle=True)
-        test_x, test_y = _subset(data.test_images, data.test_labels, cfg.test_subset, shuffle=False)
-        common = dict(mean=spec.mean, std=spec.std, device=device, channels_last=cfg.channels_last, rank=rank,
-                      world_size=world_size)
-        train_loader = DeviceLoader(train_x, train_y, cfg.batch_size, train=True, seed=cfg.seed,
-                                    crop_padding=cfg.crop_padding, flip=cfg.flip, **common)
-        test_loader = DeviceLoader(test_x, test_y, cfg.eval_batch_size * world_size, train=False, **common)
-        val_loader = None if val_idx is None else DeviceLoader(
-            data.train_images[val_idx], data.train_labels[val_idx], cfg.eval_batch_size * world_size, train=False,
-            **common)
-        if len(train_loader) == 0:
-            raise ValueError(f"the training set has {len(train_y)} samples, fewer than one batch of {cfg.batch_size}")
-
-        # -- model and optimiser
-        model = create_model(cfg.model, num_classes=spec.num_classes, in_channels=spec.in_channels,
-                             **cfg.model_kwargs)
-        params, params_no_head = count_parameters(model), count_parameters(model, include_head=False)
-        # The level-1 Pi/R pair kept for paper-faithful counts never gets a gradient (SGD skips it anyway); marking
-        # it frozen lets DistributedDataParallel run without the slower find_unused_parameters.
-        for p in getattr(model, "unused_parameters", list)():
-            p.requires_grad_(False)
-        model.to(device)
-        if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
-        if cfg.sync_bn and distributed:
-            if device.type != "cuda":
-                raise ValueError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                    weight_decay=cfg.weight_decay)
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-        scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-
-        def autocast():
-            return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
-
-        # -- resume
-        start_epoch, history, best = 0, [], 0.0
-        ckpt_path = run_dir / "checkpoint.pt"
-        if resume:  # the checkpoint is the source of truth of what was trained
-            state = load_checkpoint(ckpt_path, require=RESUME_KEYS)
-            changed = resume_changes(state["config"], cfg, state["epoch"])
-            try:
-                model.load_state_dict(strip_prefixes(state["model"]))
-                optimizer.load_state_dict(state["optimizer"])
-            except (RuntimeError, ValueError, KeyError) as e:
-                raise CheckpointError(f"{ckpt_path}: the saved weights do not fit {cfg.model} "
-                                      f"({str(e).splitlines()[0]})") from None
-            scaler.load_state_dict(state["scaler"])
-            set_rng_state(state["rng"])
-            start_epoch, history, best = state["epoch"], state["history"], state["best_test_acc"]
-            say(f"resuming {run_dir} after epoch {start_epoch}/{cfg.epochs}"
-                + (f", with {', '.join(f'{k}={b!r}' for k, (_, b) in changed.items())}" if changed else ""))
-            if is_main:
-                _check_config_file(run_dir / "config.yaml", state["config"], say)
-        if is_main:
-            if replace[0]:  # --overwrite: the old run goes only now, when the new one has its data and model
-                _clear_run_dir(run_dir)
-            if start_epoch < cfg.epochs:  # a finished run trained further is not finished until it finishes again
-                (run_dir / "result.json").unlink(missing_ok=True)
-            save_yaml(cfg, run_dir / "config.yaml")
-            env = environment(device, world_size, data)
-            env["data_files"] = env["data_files"] and {**env["data_files"], "verified": cfg.verify_data}
-            if resume:  # keep the provenance of the earlier segments of a resumed run
-                try:
-                    old = json.loads((run_dir / "env.json").read_text())
-                    env["earlier_segments"] = old.pop("earlier_segments", []) + [old]
-                except (OSError, ValueError):
-                    pass
-            atomic_write_text(run_dir / "env.json", json.dumps(env, indent=2))
-            # the metrics file follows the checkpoint: a line lost to a kill after the checkpoint is restored
-            atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-        started = True
-
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
-                                                          else None) if distributed else model
-        if cfg.compile:
-            train_model = torch.compile(train_model)
-
-        say(f"{cfg.model} on {cfg.dataset}: {params:,} weights ({params_no_head:,} without the head), "
-            f"{len(train_y):,} train / {len(test_y):,} test images, {cfg.epochs} epochs, batch {cfg.batch_size}, "
-            f"device {device}, {world_size} process(es), run dir {run_dir}")
-
-        # -- epochs
-        steps_per_epoch = len(train_loader)
-        total_seconds = sum(h["seconds"] for h in history)
-        end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
-        eval_seconds, saved_epoch = 0.0, start_epoch  # saved_epoch: the epoch of the checkpoint on disk
-        logger = RunLogger(run_dir if is_main else None, cfg, start_epoch, start_epoch * steps_per_epoch)
-        try:
-            for epoch in range(start_epoch, end_epoch):
-                train_model.train()
-                train_loader.set_epoch(epoch)
-                progressive = cfg.train_size is not None and epoch < cfg.epochs - cfg.full_size_epochs
-                train_loader.crop_size = cfg.train_size if progressive else None
-                sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
-                t0 = time.perf_counter()
-                bar = Progress(train_loader, epoch=epoch, epochs=cfg.epochs, first_epoch=start_epoch,
-                               eval_seconds=eval_seconds, enabled=progress and is_main, every=progress_every, say=say)
-                for step, (x, y) in enumerate(bar):
-                    lr = cfg.lr * lr_factor(cfg, epoch + step / steps_per_epoch)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    with autocast():
-                        logits = train_model(x)  # (b, num_classes)
-                        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                    if not torch.isfinite(loss):
-                        kept = (f"The last good checkpoint ({ckpt_path}, after epoch {history[-1]['epoch']}) is kept."
-                                if history else "No epoch had finished, so there is no checkpoint.")
-                        raise TrainingDivergedError(
-                            f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr {lr:.4g}); training "
-                            f"stopped. {kept} Try a lower --lr, --amp off, or a different seed."
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    sums[0] += loss.detach().double() * len(y)
-                    sums[1] += (logits.argmax(1) == y).sum()
-                    sums[2] += len(y)
-                    bar.update(step + 1, sums, lr)
-                    if logger.every and (epoch * steps_per_epoch + step + 1) % logger.every == 0:
-                        logger.step(epoch * steps_per_epoch + step + 1, epoch + 1, loss.item(), lr)
-                bar.close()
-                loss_sum, correct, n = _reduce(sums, distributed).tolist()
-                seconds = time.perf_counter() - t0
-                if distributed:  # one set of BN statistics for all ranks, then evaluate outside DDP (no collectives
-                    for b in model.buffers():  # per forward, so ranks may hold different numbers of test batches)
-                        dist.broadcast(b, 0)
-                t_eval = time.perf_counter()
-                test = val = None
-                if epoch + 1 == cfg.epochs or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-                    test = evaluate(model, test_loader, autocast, distributed, spec.num_classes, cfg.tta_flip)
-                    val = None if val_loader is None else evaluate(model, val_loader, autocast, distributed,
-                                                                   spec.num_classes, cfg.tta_flip)
-                eval_seconds += time.perf_counter() - t_eval
-                total_seconds += seconds
-                history.append({
-                    "epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": 100.0 * correct / n,
-                    **({} if test is None else {"test_loss": test.loss, "test_acc": test.acc, "test_top5": test.top5}),
-                    "lr": lr, "seconds": seconds, "images_per_sec": n / seconds, "images": int(n),
-                    "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    **({} if val is None else {"val_loss": val.loss, "val_acc": val.acc}),
-                })
-                if any("test_acc" in h for h in history):
-                    best = best_epoch(history)["test_acc"]
-                _check_finite(model, None if test is None else test.loss, epoch + 1, ckpt_path, history[:-1])
-                if is_main:
-                    save_checkpoint(ckpt_path, {
-                        "format": 1, "epoch": epoch + 1, "model": strip_prefixes(model.state_dict()),
-                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                        "scheduler": {"schedule": cfg.schedule, "progress_epochs": epoch + 1},
-                        "rng": rng_state(), "config": cfg.to_dict(), "history": history, "best_test_acc": best,
-                        "pretrained_cfg": pretrained_cfg(spec),
-                    })
-                    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-                saved_epoch = epoch + 1
-                h = history[-1]
-                tested = (f"  test loss {h['test_loss']:.4f} acc {h['test_acc']:6.2f}%" if "test_acc" in h
-                          else "  (not evaluated)")
-                tested += f" top-5 {h['test_top5']:6.2f}%" if spec.num_classes > 10 and "test_top5" in h else ""
-                tested += f"  val acc {h['val_acc']:6.2f}%" if "val_acc" in h else ""
-                say(f"epoch {h['epoch']:>3}/{cfg.epochs}  train loss {h['train_loss']:.4f} acc "
-                    f"{h['train_acc']:6.2f}%{tested}  lr {lr:.4g}  {seconds:6.1f}s  {h['images_per_sec']:7.0f} img/s")
-                logger.epoch(h)
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(run_dir, saved_epoch, cfg.epochs) from None
-        finally:
-            logger.close()
-
-        if len(history) < cfg.epochs:
-            say(f"stopped after epoch {len(history)}/{cfg.epochs}; continue with --resume {run_dir}")
-            return None
-        in_sync = _ranks_in_sync(model) if distributed else True
-        if not in_sync:
-            raise RuntimeError("the ranks ended with different weights: the distributed run is inconsistent")
-        last, chosen = history[-1], best_epoch(history)
-        result = RunResult(
-            run_dir=str(run_dir), model=cfg.model, dataset=cfg.dataset, params=params, params_no_head=params_no_head,
-            epochs=len(history), epochs_planned=cfg.epochs, train_loss=last["train_loss"],
-            train_acc=last["train_acc"], test_loss=last["test_loss"], test_acc=last["test_acc"], best_test_acc=best,
-            seconds=total_seconds, images_per_sec=_run_images(history) / max(total_seconds, 1e-12),
-            world_size=world_size, seed=cfg.seed, test_top5=last.get("test_top5"), val_acc=last.get("val_acc"),
-            best_epoch=chosen["epoch"], best_selected_on="val" if "val_acc" in last else "test",
-        )
-        if is_main:
-            atomic_write_text(run_dir / "result.json", json.dumps(result.to_dict(), indent=2))
-        return result
+        with RunDirectory(run_dir, proc, resume=resume, overwrite=overwrite) as rd:
+            return _train(cfg, proc, rd, progress=progress, progress_every=progress_every, stop_after=stop_after)
     finally:
-        # a run that fails to start leaves nothing behind; only the lock's holder may remove its file
-        cleanup = created_dir and not started and is_main and lock.held
-        lock.release(remove=cleanup)
-        if cleanup:
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()  # only if empty
-        torch.set_num_threads(threads_before)
-        torch.use_deterministic_algorithms(deterministic_before)
-        set_conv_autotune(autotune_before)
-        if distributed and dist.is_initialized():
-            with contextlib.suppress(Exception):
-                dist.barrier()  # without it one rank may abort while the other still talks (spec ecosystem.md B)
-            dist.destroy_process_group()
+        proc.close()
+
+
+def _train(cfg: TrainConfig, proc: Process, rd: RunDirectory, *, progress: bool, progress_every: float,
+           stop_after: int | None) -> RunResult | None:
+    run_dir, say, device = rd.path, proc.say, proc.device
+    # -- data: rank 0 downloads (into --data-dir, else $MGCNN_DATA, else ~/.cache/mgcnn), every rank learns the outcome
+    if cfg.download:
+        _on_rank0(lambda: download_dataset(cfg.dataset, data_roots(cfg.data_dir)[0]), proc.is_main, proc.distributed)
+    data = load_dataset(cfg.dataset, cfg.data_dir, verify=cfg.verify_data)
+    spec = data.spec
+    loaders = make_loaders(cfg, data, proc)
+
+    # -- model and optimiser
+    model = prepare_model(cfg, proc)
+    params, params_no_head = count_parameters(model), count_parameters(model, include_head=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                weight_decay=cfg.weight_decay)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+    ckpt_path = run_dir / "checkpoint.pt"
+    state = restore_checkpoint(cfg, ckpt_path, model, optimizer, scaler, proc) if rd.resume else TrainState()
+    rd.start(cfg, data, state)
+
+    train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
+                                                      else None) if proc.distributed else model
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    say(f"{cfg.model} on {cfg.dataset}: {params:,} weights ({params_no_head:,} without the head), "
+        f"{len(loaders.train.labels):,} train / {len(loaders.test.labels):,} test images, {cfg.epochs} epochs, "
+        f"batch {cfg.batch_size}, device {device}, {proc.world_size} process(es), run dir {run_dir}")
+
+    # -- epochs
+    history, start_epoch = state.history, state.epoch
+    steps_per_epoch = len(loaders.train)
+    total_seconds = sum(h["seconds"] for h in history)
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    eval_seconds, saved_epoch = 0.0, start_epoch  # saved_epoch: the epoch of the checkpoint on disk
+    logger = RunLogger(run_dir if proc.is_main else None, cfg, start_epoch, start_epoch * steps_per_epoch)
+
+    def diverged(what: str) -> TrainingDivergedError:
+        return TrainingDivergedError(f"{what} {_kept(ckpt_path, history)} Try a lower --lr, --amp off, or a "
+                                     "different seed.")
+
+    try:
+        for epoch in range(start_epoch, end_epoch):
+            bar = Progress(loaders.train, epoch=epoch, epochs=cfg.epochs, first_epoch=start_epoch,
+                           eval_seconds=eval_seconds, enabled=progress and proc.is_main, every=progress_every,
+                           say=say)
+            t0 = time.perf_counter()
+            sums, lr = train_one_epoch(train_model, loaders.train, optimizer, scaler, autocast, cfg, epoch, bar,
+                                       logger, diverged)
+            loss_sum, correct, n = _reduce(sums, proc.distributed).tolist()
+            seconds = time.perf_counter() - t0
+            if proc.distributed:  # one set of BN statistics for all ranks, then evaluate outside DDP (no collectives
+                for b in model.buffers():  # per forward, so ranks may hold different numbers of test batches)
+                    dist.broadcast(b, 0)
+            t_eval = time.perf_counter()
+            test = val = None
+            if epoch + 1 == cfg.epochs or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+                test = evaluate(model, loaders.test, autocast, proc.distributed, spec.num_classes, cfg.tta_flip)
+                val = None if loaders.val is None else evaluate(model, loaders.val, autocast, proc.distributed,
+                                                                spec.num_classes, cfg.tta_flip)
+            eval_seconds += time.perf_counter() - t_eval
+            total_seconds += seconds
+            history.append({
+                "epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": 100.0 * correct / n,
+                **({} if test is None else {"test_loss": test.loss, "test_acc": test.acc, "test_top5": test.top5}),
+                "lr": lr, "seconds": seconds, "images_per_sec": n / seconds, "images": int(n),
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                **({} if val is None else {"val_loss": val.loss, "val_acc": val.acc}),
+            })
+            if any("test_acc" in h for h in history):
+                state.best = best_epoch(history)["test_acc"]
+            _check_finite(model, None if test is None else test.loss, epoch + 1, ckpt_path, history[:-1])
+            if proc.is_main:
+                save_checkpoint(ckpt_path, {
+                    "format": 1, "epoch": epoch + 1, "model": strip_prefixes(model.state_dict()),
+                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                    "scheduler": {"schedule": cfg.schedule, "progress_epochs": epoch + 1},
+                    "rng": rng_state(), "config": cfg.to_dict(), "history": history, "best_test_acc": state.best,
+                    "pretrained_cfg": pretrained_cfg(spec),
+                })
+                write_metrics(run_dir, history)
+            saved_epoch = epoch + 1
+            say(_epoch_line(history[-1], cfg.epochs, spec.num_classes))
+            logger.epoch(history[-1])
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(run_dir, saved_epoch, cfg.epochs) from None
+    finally:
+        logger.close()
+
+    if len(history) < cfg.epochs:
+        say(f"stopped after epoch {len(history)}/{cfg.epochs}; continue with --resume {run_dir}")
+        return None
+    if proc.distributed and not _ranks_in_sync(model):
+        raise RuntimeError("the ranks ended with different weights: the distributed run is inconsistent")
+    last, chosen = history[-1], best_epoch(history)
+    result = RunResult(
+        run_dir=str(run_dir), model=cfg.model, dataset=cfg.dataset, params=params, params_no_head=params_no_head,
+        epochs=len(history), epochs_planned=cfg.epochs, train_loss=last["train_loss"], train_acc=last["train_acc"],
+        test_loss=last["test_loss"], test_acc=last["test_acc"], best_test_acc=state.best, seconds=total_seconds,
+        images_per_sec=_run_images(history) / max(total_seconds, 1e-12), world_size=proc.world_size, seed=cfg.seed,
+        test_top5=last.get("test_top5"), val_acc=last.get("val_acc"), best_epoch=chosen["epoch"],
+        best_selected_on="val" if "val_acc" in last else "test",
+    )
+    if proc.is_main:
+        atomic_write_text(run_dir / "result.json", json.dumps(result.to_dict(), indent=2))
+    return result
 
 
 def _check_config_file(path: Path, saved: dict[str, Any], say: Callable[[str], None]) -> None:
@@ -828,12 +955,8 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
     cfg = TrainConfig.from_record(state["config"])
     data = load_dataset(dataset or cfg.dataset, data_dir or cfg.data_dir, train=False)
     dev = resolve_device(device)
-    model = create_model(cfg.model, num_classes=data.spec.num_classes, in_channels=data.spec.in_channels,
-                         **cfg.model_kwargs)
-    try:
-        model.load_state_dict(strip_prefixes(state["model"]))
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: the weights do not fit {cfg.model} on {data.spec.name} ({e})") from None
+    model = build_model(cfg, dataset=data.spec.name)
+    load_weights(model, state["model"], path, f"{cfg.model} on {data.spec.name}")
     model.to(dev)
     if cfg.channels_last:  # the layout the run was trained and evaluated in (several times faster on CPU)
         model.to(memory_format=torch.channels_last)

@@ -6,17 +6,15 @@ cannot be reproduced by any consistent convention carry ``known_error`` with the
 "Paper errors"); they are listed, not forced to match.
 
 Counting rule per dataset (docs/weight-counts.md, "Counting rule"): CIFAR rows count the classifier; FashionMNIST
-rows use a 1-channel stem and do not count the classifier.
+rows use a 1-channel stem and do not count the classifier. ``mgcnn.papers.check`` compares every row with our
+models' counts (``mgcnn params``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from ._registry import create_model
-from .counting import count_parameters, round_thousands
+from ..models.counting import round_thousands
 
 DATASETS = {
     # name: (in_channels, num_classes, classifier counted in the papers' #weights)
@@ -200,6 +198,7 @@ POLY_ROWS: list[PaperRow] = [
     _s("MgNet^{A} [180,360,720,720]", "mgnet_a_w180", 32_431_510),
 ]
 
+
 def _hx(label: str, model: str, exact: int) -> PaperRow:
     return PaperRow("MgNet_Code (He & Xu)", "code", label, model, _C10, round_thousands(exact), reported_exact=exact,
                     note="count of He & Xu's released MgNet code (CIFAR-10 head)")
@@ -215,45 +214,5 @@ ALL_ROWS: list[PaperRow] = MGIAD_ROWS + POLY_ROWS + HEXU_ROWS
 
 
 def rows_for_model(name: str) -> list[PaperRow]:
+    """The paper-table rows that registered model ``name`` reproduces (all tables, all datasets)."""
     return [r for r in ALL_ROWS if r.model == name]
-
-
-@dataclass(frozen=True)
-class RowCheck:
-    row: PaperRow
-    ours: int  # under the row's counting rule
-    ours_other: int  # the other convention (with head for FashionMNIST rows, without for CIFAR rows)
-
-    @property
-    def ours_k(self) -> int:
-        return round_thousands(self.ours)
-
-    @property
-    def matches(self) -> bool:
-        return self.ours_k == self.row.reported_k
-
-    @property
-    def status(self) -> str:
-        if self.matches:
-            return "match"
-        return "paper error" if self.row.known_error else "MISMATCH"
-
-
-def count_for_row(row: PaperRow) -> tuple[int, int]:
-    """(count under the row's rule, count under the other head rule), building the model on the meta device."""
-    with torch.device("meta"):
-        model = create_model(row.model, num_classes=row.num_classes, in_channels=row.in_channels)
-    with_head = count_parameters(model, include_head=True)
-    without = count_parameters(model, include_head=False)
-    return (with_head, without) if row.counts_head else (without, with_head)
-
-
-def check_rows(rows: list[PaperRow] | None = None) -> list[RowCheck]:
-    cache: dict[tuple[str, str], tuple[int, int]] = {}
-    out = []
-    for row in ALL_ROWS if rows is None else rows:
-        key = (row.model, row.dataset)
-        if key not in cache:
-            cache[key] = count_for_row(row)
-        out.append(RowCheck(row, *cache[key]))
-    return out

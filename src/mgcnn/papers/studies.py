@@ -1,8 +1,9 @@
-"""Write the built-in study files (one per paper table) from the paper rows in ``mgcnn.models.paper``.
+"""The built-in studies (one per paper table, and more), generated from the paper rows in ``mgcnn.papers.tables``.
 
-    python -m mgcnn.sweep.make_studies        # rewrites src/mgcnn/sweep/studies/*.yaml
+    python -m mgcnn.papers.studies        # rewrites src/mgcnn/papers/study_files/*.yaml
 
-The tests check that the committed files equal what this produces, so the YAML data and the registry agree.
+``mgcnn sweep NAME`` finds these files by name (``mgcnn.sweep.builtin_studies``). The tests check that the committed
+files equal what this produces, so the YAML data and the registry agree.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from ..models.paper import MGIAD_ROWS, POLY_ROWS
+from .tables import MGIAD_ROWS, POLY_ROWS
 
-STUDY_DIR = Path(__file__).parent / "studies"
+STUDY_DIR = Path(__file__).parent / "study_files"
 TABLES = {
     "I": "Table I: ResNet and MgNet baselines, CIFAR-10",
     "II": "Table II: MGiaD c_K and g_s, CIFAR-10",

@@ -1,0 +1,263 @@
+"""Convolutions of the multigrid vocabulary, each with its reference and fast formulation side by side.
+
+:class:`GroupedConv2d` is an ``nn.Conv2d`` (same parameters, state dict and counts) whose grouped convolution may
+run in an equivalent formulation, chosen per input shape by a :class:`ConvPlanner` attached to the module:
+
+- ``("merge", m)``: m neighbouring groups merged into one with a block-diagonal weight (m times the FLOPs;
+  m = groups is a dense convolution); ``("merge", 1)`` is the stock grouped kernel (:data:`GROUPED`);
+- ``("split", k)``: a conv with one input channel per group and k outputs per group (the resolution transfers
+  Pi/R, a depthwise conv with channel multiplier k) as k true depthwise convs whose outputs are interleaved;
+- ``("triton", 1)``: the Triton kernel of :mod:`mgcnn.layers.triton_conv` (CUDA, 3x3, small groups).
+
+Why several: which is fastest depends on the shape, dtype and machine (oneDNN pads every group to its vector width;
+cuDNN's fp32 grouped kernels are slow). The planner times every candidate on the first call of a shape (forward +
+backward when gradients are needed) and keeps the fastest, as ``cudnn.benchmark`` does for algorithms. Without a
+planner (the default of a freshly built model) the module is exactly ``nn.Conv2d``.
+
+:class:`Operator` is the level operator A of a smoother. Besides ``A u`` it computes the residual ``f - A u``; its
+fast form is ``f + A_(-W) u`` (the weight negated, which is exact): the backward of a subtraction negates the whole
+activation gradient, the backward of the negated weight only the tiny weight gradient.
+
+Every module here with a fast formulation is a :class:`FastPath`: its ``fast`` attribute (True when built) selects
+the formulation; :func:`reference_mode` and :func:`set_fast_paths` flip it on one model's modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Plan = tuple[str, int]
+GROUPED: Plan = ("merge", 1)
+MAX_MERGED_CHANNELS = 64  # merge candidates go up to this many input channels per merged group
+MIN_GAIN = 0.9  # another plan must be at least 10% faster than the grouped kernel (timing noise is ~5-15% here)
+
+
+class FastPath:
+    """Mixin of a layer that owns a fast formulation beside its reference one.
+
+    ``fast`` (True when the layer is built) selects which one ``forward`` runs; both compute the same maths
+    (``tests/layers/test_fast_paths.py`` compares outputs and gradients of every family). Change it per model with
+    :func:`set_fast_paths` or, temporarily, :func:`reference_mode`.
+    """
+
+    fast: bool = True
+
+
+def set_fast_paths(model: nn.Module, enabled: bool) -> nn.Module:
+    """Select the fast (``True``) or the reference (``False``) formulation in every layer of ``model``."""
+    for m in model.modules():
+        if isinstance(m, FastPath):
+            m.fast = bool(enabled)
+    return model
+
+
+@contextlib.contextmanager
+def reference_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` with every layer's straightforward implementation inside the block (for equivalence checks).
+
+    Restores each layer's previous choice on exit, also on error. Other models are not affected.
+    """
+    before = [(m, m.fast) for m in model.modules() if isinstance(m, FastPath)]
+    set_fast_paths(model, False)
+    try:
+        yield model
+    finally:
+        for m, fast in before:
+            m.fast = fast
+
+
+# ------------------------------------------------------------------------------------- equivalent formulations
+def merge_groups(weight: Tensor, groups: int, m: int) -> Tensor:
+    """Weight of a ``groups``-group conv -> the equivalent ``groups/m``-group conv with block-diagonal groups.
+
+    ``weight`` is ``(C_out, C_in/groups, kh, kw)``; the result is ``(C_out, m C_in/groups, kh, kw)`` and is
+    differentiable (the gradient of the off-diagonal zeros is dropped, so the maths and the gradient are unchanged).
+    """
+    if m == 1:
+        return weight
+    c_out, c_in_g, kh, kw = weight.shape
+    o = c_out // groups
+    w = weight.reshape(groups // m, m, o, 1, c_in_g, kh, kw)
+    eye = torch.eye(m, dtype=weight.dtype, device=weight.device).view(1, m, 1, m, 1, 1, 1)
+    return (w * eye).reshape(c_out, m * c_in_g, kh, kw)  # (C_out, m C_in/groups, kh, kw)
+
+
+def grouped_conv(x: Tensor, weight: Tensor, plan: Plan, stride, padding, dilation, groups: int) -> Tensor:
+    """``F.conv2d(x, weight, None, stride, padding, dilation, groups)`` computed with ``plan`` (bias-free)."""
+    kind, m = plan
+    if kind == "triton":
+        from .triton_conv import grouped_conv3x3
+
+        return grouped_conv3x3(x, weight, stride, groups)
+    if kind == "merge":
+        return F.conv2d(x, merge_groups(weight, groups, m), None, stride, padding, dilation, groups // m)
+    kh, kw = weight.shape[-2:]
+    w = weight.view(groups, m, 1, kh, kw)
+    ys = [F.conv2d(x, w[:, j], None, stride, padding, dilation, groups) for j in range(m)]  # k x (N, C_in, h, w)
+    if x.is_contiguous(memory_format=torch.channels_last):  # interleave in NHWC so the result stays channels-last
+        return torch.stack([y.permute(0, 2, 3, 1) for y in ys], dim=-1).flatten(-2).permute(0, 3, 1, 2)
+    return torch.stack(ys, dim=2).flatten(1, 2)  # (N, C_out, h, w)
+
+
+def candidates(groups: int, in_per_group: int, out_per_group: int = 1, triton_ok: bool = False) -> list[Plan]:
+    """The formulations worth timing for a conv with these groups (the stock kernel first)."""
+    out, m = [GROUPED], 2
+    while m <= groups and groups % m == 0 and m * in_per_group <= MAX_MERGED_CHANNELS:
+        out.append(("merge", m))
+        m *= 2
+    if in_per_group == 1 and out_per_group > 1:
+        out.append(("split", out_per_group))
+    if triton_ok:
+        out.append(("triton", 1))
+    return out
+
+
+def median_time(fn: Callable[[], object], device: torch.device | str, warmup: int, steps: int) -> float:
+    """Median seconds of ``steps`` calls of ``fn`` after ``warmup`` calls.
+
+    On CUDA each call is timed with CUDA events recorded on the current stream around it (kernel launches are
+    asynchronous: a host clock would time the launches, not the work), synchronising once per call.
+    """
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+class ConvPlanner:
+    """Chooses a formulation per grouped-conv shape by timing, once, and remembers it.
+
+    One planner is shared by the modules of a model (:func:`set_conv_planner`), so a shape that occurs in many
+    layers is timed once. ``triton``: consider the Triton kernel on CUDA (default: on unless the environment sets
+    ``MGCNN_TRITON_CONV=0``). In deterministic mode (``torch.use_deterministic_algorithms``) every conv runs the
+    stock kernel. ``timer(run, device) -> seconds`` times one candidate (default: the median of 3 calls after one
+    warm-up call, which creates the oneDNN primitives or cuDNN plans).
+    """
+
+    def __init__(self, *, triton: bool | None = None,
+                 timer: Callable[[Callable[[], object], torch.device], float] | None = None):
+        self.triton = os.environ.get("MGCNN_TRITON_CONV", "1") != "0" if triton is None else bool(triton)
+        self.timer = timer or (lambda run, device: median_time(run, device, warmup=1, steps=3))
+        self.plans: dict[tuple, Plan] = {}
+
+    def __repr__(self) -> str:
+        return f"ConvPlanner(triton={self.triton}, {len(self.plans)} shapes planned)"
+
+    def plan(self, x: Tensor, conv: nn.Conv2d) -> Plan:
+        """The formulation for ``conv`` on input ``x``: cached, or (first call of a shape) the fastest by timing."""
+        groups = conv.groups
+        if groups == 1 or torch.are_deterministic_algorithms_enabled():
+            return GROUPED
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
+        key = (x.device.type, str(x.dtype), x.is_contiguous(memory_format=torch.channels_last), tuple(x.shape),
+               tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, groups, needs_grad,
+               torch.is_autocast_enabled(x.device.type) and torch.get_autocast_dtype(x.device.type),
+               x.is_cuda and torch.backends.cudnn.allow_tf32)
+        plan = self.plans.get(key)
+        if plan is not None or torch.compiler.is_compiling():
+            return plan or GROUPED
+        self.plans[key] = plan = self._fastest(x, conv, needs_grad)
+        return plan
+
+    def _fastest(self, x: Tensor, conv: nn.Conv2d, needs_grad: bool) -> Plan:
+        groups = conv.groups
+        xs = x.detach().clone().requires_grad_(needs_grad)
+        w0 = conv.weight.detach().clone().requires_grad_(needs_grad)
+        triton_ok = False
+        if self.triton and x.is_cuda and x.is_contiguous(memory_format=torch.channels_last):
+            from .triton_conv import supported
+
+            triton_ok = supported(x, conv.weight, conv.stride, conv.padding, conv.dilation, groups)
+        best, best_t = GROUPED, None
+        for cand in candidates(groups, conv.weight.shape[1], conv.weight.shape[0] // groups, triton_ok):
+            def run(cand=cand):
+                with torch.set_grad_enabled(needs_grad):
+                    y = grouped_conv(xs, w0, cand, conv.stride, conv.padding, conv.dilation, groups)
+                    if needs_grad:
+                        y.backward(torch.ones_like(y))
+            t = self.timer(run, x.device)
+            if best_t is None:
+                best_t = t
+            elif t < MIN_GAIN * best_t:
+                best, best_t = cand, t
+        return best
+
+
+def set_conv_planner(model: nn.Module, planner: ConvPlanner | None) -> ConvPlanner | None:
+    """Attach ``planner`` to every :class:`GroupedConv2d` of ``model`` (``None``: the stock kernels)."""
+    for m in model.modules():
+        if isinstance(m, GroupedConv2d):
+            m.planner = planner
+    return planner
+
+
+# ------------------------------------------------------------------------------------------------------ modules
+class GroupedConv2d(nn.Conv2d, FastPath):
+    """An ``nn.Conv2d`` (bias-free, zero padding) whose grouped convolution may run in an equivalent formulation.
+
+    Reference: ``F.conv2d``. Fast: the plan of the attached :class:`ConvPlanner` for the input's shape (none
+    attached: ``F.conv2d`` too). Parameters, state dict and counts are those of ``nn.Conv2d``.
+    """
+
+    planner: ConvPlanner | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.bias is not None or self.padding_mode != "zeros":
+            raise ValueError("GroupedConv2d is bias-free with zero padding (every multigrid operator is)")
+
+    def conv(self, x: Tensor, weight: Tensor) -> Tensor:
+        """This convolution with another weight of the same shape (e.g. ``-self.weight``)."""
+        plan = self.planner.plan(x, self) if self.fast and self.planner is not None else GROUPED
+        if plan == GROUPED:
+            return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, self.groups)
+        return grouped_conv(x, weight, plan, self.stride, self.padding, self.dilation, self.groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x, self.weight)
+
+
+class Operator(GroupedConv2d):
+    """A level operator A (3x3, stride 1, bias-free): ``A u`` and the residual ``f - A u``."""
+
+    def residual(self, f: Tensor, u: Tensor) -> Tensor:
+        """``f - A u``; fast: ``f + A_(-W) u`` (see the module docstring)."""
+        if self.fast:
+            return f + self.conv(u, -self.weight)
+        return f - self(u)
+
+
+def conv3x3(c_in: int, c_out: int, *, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """Bias-free 3x3 convolution with 'same' zero padding (all multigrid operators are bias-free)."""
+    cls = GroupedConv2d if groups > 1 else nn.Conv2d
+    return cls(c_in, c_out, 3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+def operator(channels: int, *, groups: int = 1) -> Operator:
+    """A smoother's level operator A, or its B: square 3x3 bias-free convolution with ``groups`` groups."""
+    return Operator(channels, channels, 3, padding=1, groups=groups, bias=False)
+
+
+def conv1x1(c_in: int, c_out: int, *, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 1, stride=stride, groups=groups, bias=False)
