@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from mgcnn import cli
-from mgcnn.models import create_model
+from mgcnn.models import count_parameters, create_model
 from mgcnn.train import (
     RunDirectoryError,
     TrainConfig,
@@ -42,6 +42,11 @@ def test_run_directory_contents(data_root, tmp_path, device):
         assert key in result
     assert result["epochs"] == 2 and result["test_acc"] == pytest.approx(lines[-1]["test_acc"])
     assert result["params"] == res.params and 0 <= result["test_acc"] <= 100
+    # the recorded count is the papers' count of the model, including the level-1 Pi/R pair it freezes
+    cfg = tiny(data_root, run)
+    model = create_model(cfg.model, num_classes=10, in_channels=3, **cfg.model_kwargs)
+    assert model.unused_parameters() and res.params == count_parameters(model)
+    assert res.params_no_head == count_parameters(model, include_head=False)
     assert yaml.safe_load((run / "config.yaml").read_text())["model_kwargs"]["group_size"] == 2
     env = json.loads((run / "env.json").read_text())
     assert env["torch"] == torch.__version__ and "git_commit" in env

@@ -612,10 +612,6 @@ def make_loaders(cfg: TrainConfig, data, proc: Process) -> Loaders:
 def prepare_model(cfg: TrainConfig, proc: Process) -> nn.Module:
     """The run's model on its device and layout, with the grouped-conv planner of a non-deterministic run."""
     model = build_model(cfg)
-    # The level-1 Pi/R pair kept for paper-faithful counts never gets a gradient (SGD skips it anyway); marking
-    # it frozen lets DistributedDataParallel run without the slower find_unused_parameters.
-    for p in getattr(model, "unused_parameters", list)():
-        p.requires_grad_(False)
     model.to(proc.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -829,6 +825,10 @@ def _train(cfg: TrainConfig, proc: Process, rd: RunDirectory, *, progress: bool,
     # -- model and optimiser
     model = prepare_model(cfg, proc)
     params, params_no_head = count_parameters(model), count_parameters(model, include_head=False)
+    # The level-1 Pi/R pair kept for paper-faithful counts (counted above) never gets a gradient (SGD skips it
+    # anyway); marking it frozen lets DistributedDataParallel run without the slower find_unused_parameters.
+    for p in getattr(model, "unused_parameters", list)():
+        p.requires_grad_(False)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                 weight_decay=cfg.weight_decay)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
