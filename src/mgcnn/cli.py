@@ -478,9 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-isolate", action="store_true", help="measure in this process (peak memory is shared)")
     p.add_argument("--autotune", action=argparse.BooleanOptionalAction, default=True,
-                   help="time grouped-conv formulations per shape during warm-up (mgcnn.perf)")
+                   help="time grouped-conv formulations per shape during warm-up (mgcnn.layers.ConvPlanner)")
     p.add_argument("--reference", action="store_true",
-                   help="run the layers' straightforward implementations (mgcnn.perf.reference_mode), for A/B")
+                   help="run the layers' straightforward implementations (mgcnn.layers.reference_mode), for A/B")
     p.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator settings alone, for A/B")
     p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=False,
                    help="TF32 for fp32 convolutions and matmuls on CUDA (the GEMM reference uses it too)")

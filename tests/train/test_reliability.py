@@ -189,6 +189,17 @@ def test_checkpoints_missing_keys_or_not_fitting_the_model_are_one_clear_line(da
     assert "the saved weights do not fit mgiad" in one_error_line(capsys)
     assert cli.main(["spectrum", "--checkpoint", str(misfit / "checkpoint.pt"), "--out", str(tmp_path / "s")]) == 2
     assert "the saved weights do not fit mgiad" in one_error_line(capsys)
+    assert cli.main(["eval", str(misfit / "checkpoint.pt"), "--data-dir", str(data_root)]) == 2
+    line = one_error_line(capsys)  # names the cause, not only torch's header line
+    assert "the saved weights do not fit mgiad" in line and "size mismatch for" in line
+
+
+def test_a_model_that_computes_in_its_constructor_still_trains(data_root, tmp_path):
+    """The model check before any side effect builds on the meta device; a constructor that needs real weights
+    (Poly-MgNet's spectrum-based roots) is checked on the CPU instead, and trains as before."""
+    res = train(tiny(data_root, tmp_path / "run", epochs=1, model="poly_mgnet",
+                     model_kwargs={"widths": [8, 16], "degree": 2, "init": "spectrum", "spectrum_grid": 8}), **quiet)
+    assert res is not None and res.epochs == 1
 
 
 # -- 8. one trainer per run directory ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ the formulation; :func:`reference_mode` and :func:`set_fast_paths` flip it on on
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import statistics
 import time
@@ -158,7 +159,7 @@ class ConvPlanner:
     def __init__(self, *, triton: bool | None = None,
                  timer: Callable[[Callable[[], object], torch.device], float] | None = None):
         self.triton = os.environ.get("MGCNN_TRITON_CONV", "1") != "0" if triton is None else bool(triton)
-        self.timer = timer or (lambda run, device: median_time(run, device, warmup=1, steps=3))
+        self.timer = timer or functools.partial(median_time, warmup=1, steps=3)  # a partial pickles, a lambda not
         self.plans: dict[tuple, Plan] = {}
 
     def __repr__(self) -> str:

@@ -109,8 +109,8 @@ class SiC(Smoother, FastPath):
         for step in self.pre:  # Algorithm 2, lines 1-2
             u, r = step(u, f, self.A, self.B, r=r), None
         if not self.is_coarsest:
-            r = residual(f, self.A, u) if r is None else r  # (N, c, H, W)
-            u_c, f_c, r_c = fas_restrict(self.Pi_hat, self.R_hat, self.coarse.A, u, r)  # lines 4-5, (N, c/2, H, W)
+            fine_r = r if r is not None else (lambda: residual(f, self.A, u))  # f - A^ u, (N, c, H, W)
+            u_c, f_c, r_c = fas_restrict(self.Pi_hat, self.R_hat, self.coarse.A, u, fine_r)  # lines 4-5, (N, c/2, H, W)
             u_hat = self.coarse(u_c, f_c, r0=r_c if self.fast else None)  # line 6
             if self.prolongation == "fas" and u_c is not None:
                 u_hat = u_hat - u_c

@@ -27,7 +27,7 @@ The residual itself is computed by the operator (:class:`mgcnn.layers.Operator`,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, get_args
 
 from torch import Tensor, nn
@@ -58,16 +58,17 @@ def add(u: Tensor | None, du: Tensor) -> Tensor:
     return du if u is None else u + du
 
 
-def fas_restrict(Pi: nn.Module, R: nn.Module, A_coarse: nn.Module, u: Tensor | None, r: Tensor,
-                 ) -> tuple[Tensor | None, Tensor, Tensor]:
+def fas_restrict(Pi: nn.Module, R: nn.Module, A_coarse: nn.Module, u: Tensor | None,
+                 r: Tensor | Callable[[], Tensor]) -> tuple[Tensor | None, Tensor, Tensor]:
     """FAS restriction to a coarser grid (MGiaD paper eqs. 6-7; in channels, Algorithm 2 lines 4-5).
 
     ``u_c = Pi u``, ``f_c = R r + A_c u_c`` with ``r`` the fine residual data. Returns ``(u_c, f_c, r_c)`` where
     ``r_c = R r`` is exactly the coarse residual ``f_c - A_c u_c`` (the coarse smoother may start from it).
-    ``u=None`` (the zero state) gives ``(None, R r, R r)``.
+    ``u=None`` (the zero state) gives ``(None, R r, R r)``. ``r`` may be a function computing it: it is called after
+    ``Pi u``, the order in which the gradients reaching ``u`` have always been summed (bitwise reproducible runs).
     """
     u_c = None if u is None else Pi(u)  # (N, c_coarse, h, w)
-    r_c = R(r)  # (N, c_coarse, h, w)
+    r_c = R(r() if callable(r) else r)  # (N, c_coarse, h, w)
     if u_c is None:
         return None, r_c, r_c
     return u_c, r_c + A_coarse(u_c), r_c
@@ -219,9 +220,10 @@ class ResolutionLevel(nn.Module, FastPath):
 
     def restrict(self, u: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
         """FAS restriction (MGiaD paper eqs. 6-7): ``u <- Pi u``, ``f <- R f + A(Pi u)``."""
+        if u is None or self.Pi is None:
+            raise ValueError("restrict needs the state u of the previous level and a level with transfers")
         u_c, f_c, _ = fas_restrict(self.Pi, self.R, self.A, u, f)
-        assert u_c is not None
-        return u_c, f_c
+        return u_c, f_c  # type: ignore[return-value]  # u was given, so u_c is a tensor
 
     def forward(self, u: Tensor | None, f: Tensor, *, last: bool = False) -> tuple[Tensor, Tensor | None]:
         r0 = None  # the residual f - A u of the entry state, when the FAS restriction yields it

@@ -799,7 +799,10 @@ def train(
     name or argument fails with nothing downloaded, created or deleted.
     """
     cfg = config.validate()
-    build_model(cfg, device="meta")
+    try:
+        build_model(cfg, device="meta")
+    except NotImplementedError:  # a constructor that computes with its weights (Poly-MgNet init="spectrum")
+        build_model(cfg)  # on the CPU, still before any side effect (the seed is set afterwards)
     if cfg.data_dir is not None:  # stored resolved: eval and resume must work from any working directory
         cfg.data_dir = str(Path(cfg.data_dir).expanduser().resolve())
     run_dir = Path(cfg.out or f"runs/{cfg.model}-{cfg.dataset}-s{cfg.seed}")

@@ -32,5 +32,9 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, Tensor], where: str 
     """Load saved weights (DDP/compile prefixes stripped) or raise a one-line :class:`CheckpointError`."""
     try:
         model.load_state_dict(strip_prefixes(dict(state_dict)))
-    except RuntimeError as e:
-        raise CheckpointError(f"{where}: the saved weights do not fit {name} ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, ValueError, KeyError) as e:
+        # torch's message is a header line, then one line per problem (missing keys, size mismatches, ...)
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = "; ".join(lines[1:3] if len(lines) > 1 else lines)
+        detail = detail if len(detail) <= 400 else detail[:400] + " ..."
+        raise CheckpointError(f"{where}: the saved weights do not fit {name} ({detail})") from None
