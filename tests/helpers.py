@@ -22,7 +22,6 @@ from mgcnn.data.io import md5_bytes, md5_file
 # the tests at the data never changes where the code under test looks.
 TEST_DATA_ENV = "MGCNN_TEST_DATA"
 TEST_DATA = Path(os.environ.get(TEST_DATA_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
-SHARED_DATA = TEST_DATA  # the earlier name
 FMNIST_FILES = [f.name + ".gz" for f in registry.FASHION_MNIST.files]
 HAVE_FMNIST = all((TEST_DATA / "fashion-mnist" / n).is_file() for n in FMNIST_FILES)
 FMNIST_REASON = (f"the official FashionMNIST files ({', '.join(FMNIST_FILES)}) are not in {TEST_DATA}/fashion-mnist; "

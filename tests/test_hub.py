@@ -15,7 +15,7 @@ import mgcnn
 from mgcnn import cli
 from mgcnn.train import TrainConfig, evaluate_checkpoint, train
 from mgcnn.train.engine import validation_split
-from tests.helpers import FMNIST_REASON, HAVE_FMNIST, SHARED_DATA, write_cifar
+from tests.helpers import FMNIST_REASON, HAVE_FMNIST, TEST_DATA, write_cifar
 
 TINY = dict(model="mgiad", model_kwargs={"widths": [8, 16], "coarse_channels": 4, "group_size": 2},
             dataset="cifar10", batch_size=16, eval_batch_size=32, epochs=2, lr=0.05, schedule="cosine", threads=1,
@@ -63,14 +63,14 @@ def test_load_model_classifies_raw_images_with_the_runs_accuracy(run, cifar):
 
 @pytest.mark.skipif(not HAVE_FMNIST, reason=FMNIST_REASON)
 def test_fashion_mnist_raw_28x28_images_are_padded_like_training(tmp_path):
-    from mgcnn.data.io import _read_idx
+    from mgcnn.data.readers import _read_idx
 
     out = tmp_path / "fm"
-    train(TrainConfig(model="mgiad_l3_c16_g8", dataset="fashion-mnist", data_dir=str(SHARED_DATA), epochs=1,
+    train(TrainConfig(model="mgiad_l3_c16_g8", dataset="fashion-mnist", data_dir=str(TEST_DATA), epochs=1,
                       train_subset=512, test_subset=500, batch_size=64, threads=2, out=str(out), tta_flip=False),
           **quiet)
     model = mgcnn.load_model(out)
-    folder = SHARED_DATA / "fashion-mnist"
+    folder = TEST_DATA / "fashion-mnist"
     images = _read_idx(folder / "t10k-images-idx3-ubyte.gz", False, None)[:500]  # (500, 28, 28) uint8, raw
     labels = _read_idx(folder / "t10k-labels-idx1-ubyte.gz", False, None)[:500]
     with torch.no_grad():

@@ -16,7 +16,6 @@ import torch
 from . import registry
 from .readers import (
     SplitArrays,
-    _read_idx,  # noqa: F401 - re-exported: tests read raw IDX files through here
     locate_files,
     md5_bytes,
     md5_file,

@@ -174,7 +174,7 @@ def environment(device: torch.device, world_size: int, data=None) -> dict[str, A
     """Provenance of a run (``env.json``): when, how, with which code, software, hardware and data files."""
     files = None
     if data is not None:
-        files = {"source": data.source, "md5": {**{f.name: f.md5 for f in data.spec.files}, **data.spec.checksums}}
+        files = {"source": data.source, "md5": data.spec.checksums}
     return {
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": sys.argv,
@@ -235,16 +235,19 @@ def available_cpus() -> int:
     return max(n, 1)
 
 
+def _kept(ckpt_path: Path, history: list[dict[str, Any]]) -> str:
+    return (f"The last good checkpoint ({ckpt_path}, after epoch {history[-1]['epoch']}) is kept." if history
+            else "No epoch had finished, so there is no checkpoint.")
+
+
 def _check_finite(model: nn.Module, test_loss: float | None, epoch: int, ckpt_path: Path, history: list) -> None:
     """Refuse to save a checkpoint of a broken model: the previous checkpoint stays the last good one."""
     bad = [n for n, t in (*model.named_parameters(), *model.named_buffers())
            if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad or (test_loss is not None and not math.isfinite(test_loss)):
         what = f"non-finite values in {bad[:3]}{' ...' if len(bad) > 3 else ''}" if bad else f"test loss {test_loss}"
-        kept = (f"The last good checkpoint ({ckpt_path}, after epoch {history[-1]['epoch']}) is kept."
-                if history else "No epoch had finished, so there is no checkpoint.")
-        raise TrainingDivergedError(f"after epoch {epoch} the model has {what}; it was not saved. {kept} Try a "
-                                    "lower --lr, --amp off, or a different seed.")
+        raise TrainingDivergedError(f"after epoch {epoch} the model has {what}; it was not saved. "
+                                    f"{_kept(ckpt_path, history)} Try a lower --lr, --amp off, or a different seed.")
 
 
 def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> bool:
@@ -723,11 +726,6 @@ def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- epoch
-def _kept(ckpt_path: Path, history: list[dict[str, Any]]) -> str:
-    return (f"The last good checkpoint ({ckpt_path}, after epoch {history[-1]['epoch']}) is kept." if history
-            else "No epoch had finished, so there is no checkpoint.")
-
-
 def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer, scaler, autocast, cfg: TrainConfig,
                     epoch: int, bar: Progress, logger: RunLogger, diverged: Callable[[str], Exception],
                     ) -> tuple[torch.Tensor, float]:
