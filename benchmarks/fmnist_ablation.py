@@ -34,6 +34,12 @@ VARIANTS: dict[str, list[str]] = {
     "full-8-wd1e-4": ["--epochs", "8", "--set", "train_size=null", "--set", "weight_decay=1e-4"],
     "full-8-pad1-ls0": ["--epochs", "8", "--set", "train_size=null", "--set", "crop_padding=1",
                         "--set", "label_smoothing=0"],
+    # Optimiser: a 3-epoch proxy of the recipe itself (2 epochs at 28x28, 1 at 32x32), SGD against Muon for the
+    # 3x3 convolutions at three learning rates, then the chosen one for the recipe's 8 epochs
+    "proxy3-sgd": ["--epochs", "3"],
+    "proxy3-muon0.01": ["--epochs", "3", "--set", "optimizer=muon", "--set", "muon_lr=0.01"],
+    "proxy3-muon0.02": ["--epochs", "3", "--set", "optimizer=muon", "--set", "muon_lr=0.02"],
+    "proxy3-muon0.05": ["--epochs", "3", "--set", "optimizer=muon", "--set", "muon_lr=0.05"],
 }
 
 

@@ -48,6 +48,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig, read_yaml_fields, save_yaml
 from .model import build_model, load_weights
+from .optim import build_optimizer
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "result.json", "env.json", "checkpoint.pt", "steps.jsonl")
 
@@ -738,9 +739,10 @@ def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer, scaler, a
     sums = torch.zeros(3, dtype=torch.float64, device=loader.device)  # loss, correct, count
     lr = cfg.lr
     for step, (x, y) in enumerate(bar):
-        lr = cfg.lr * lr_factor(cfg, epoch + step / steps)
+        factor = lr_factor(cfg, epoch + step / steps)
+        lr = cfg.lr * factor
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = group.get("base_lr", cfg.lr) * factor
         with autocast():
             logits = model(x)  # (b, num_classes)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
@@ -830,8 +832,8 @@ def _train(cfg: TrainConfig, proc: Process, rd: RunDirectory, *, progress: bool,
     # anyway); marking it frozen lets DistributedDataParallel run without the slower find_unused_parameters.
     for p in getattr(model, "unused_parameters", list)():
         p.requires_grad_(False)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model, name=cfg.optimizer, lr=cfg.lr, muon_lr=cfg.muon_lr, momentum=cfg.momentum,
+                                nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
 
