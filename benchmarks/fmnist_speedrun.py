@@ -3,6 +3,7 @@
     python benchmarks/fmnist_speedrun.py --data-dir ../shared/data                  # seeds 0 1 2, default recipe
     python benchmarks/fmnist_speedrun.py --data-dir ../shared/data --seeds 0 --args --epochs 5
     python benchmarks/fmnist_speedrun.py --data-dir ../shared/data --out results/fmnist-speedrun
+    python benchmarks/fmnist_speedrun.py --out results/fmnist-speedrun --summarize   # rewrite speedrun.md only
 
 Each run is a fresh ``python -m mgcnn train`` process, so the wall time counts what the user's command counts:
 start-up, data loading and checking, training and every evaluation. Runs go one after another, never together (two
@@ -60,7 +61,8 @@ def summary(rows: list[dict], command: str) -> str:
              f"{__import__('torch').__version__}", "",
              "| seed | test acc % | wall clock | training s | train img/s |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['seed']} | {r['test_acc']:.2f} | {r['wall_s'] / 60:.0f} min {r['wall_s'] % 60:02.0f} s | "
+        minutes, seconds = divmod(round(r["wall_s"]), 60)
+        lines.append(f"| {r['seed']} | {r['test_acc']:.2f} | {minutes} min {seconds:02d} s | "
                      f"{r['train_s']:.0f} | {r['images_per_sec']:.0f} |")
     lines += ["", f"mean {mean:.2f} +- {std:.2f}% over {len(rows)} seed(s); slowest run {slowest / 60:.1f} min",
               f"target {TARGET}% ({'met' if mean >= TARGET else 'not met'}), floor {FLOOR}% "
@@ -76,7 +78,16 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="folder for the run directories and the summary (default: temporary)")
     ap.add_argument("--args", nargs=argparse.REMAINDER, default=[],
                     help="everything after --args goes to `mgcnn train` (e.g. --args --epochs 5)")
+    ap.add_argument("--summarize", action="store_true", help="only rewrite --out/speedrun.md from its speedrun.json")
     args = ap.parse_args()
+    if args.summarize:
+        if not args.out or not (Path(args.out) / "speedrun.json").is_file():
+            sys.exit("--summarize needs --out DIR holding the speedrun.json of an earlier run of this script")
+        saved = json.loads((Path(args.out) / "speedrun.json").read_text())
+        text = summary(saved["runs"], saved["command"])
+        (Path(args.out) / "speedrun.md").write_text(text + "\n")
+        print(text)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
