@@ -1,4 +1,4 @@
-"""Optimisers of a run: SGD (the papers') and Muon for the 3x3 convolutions (an option of the speedrun studies).
+"""Optimisers of a run: SGD (the papers') and Muon for the 3x3 convolutions (the speedrun recipe's, docs/speedrun.md).
 
 Muon (Jordan et al., 2024, "Muon: an optimizer for hidden layers") is SGD with momentum whose update of each
 weight matrix is replaced by the nearest semi-orthogonal matrix, ``U V^T`` for the momentum ``U S V^T``: every
