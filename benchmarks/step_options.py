@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="also profile 5 steps: ops and input shapes by time")
     args = ap.parse_args()
 
-    import mgcnn.layers.common as common
+    from mgcnn.layers import common
     from mgcnn.layers.conv import ConvPlanner, set_conv_planner
     from mgcnn.models import create_model
     from mgcnn.perf import tune_allocator
