@@ -66,11 +66,10 @@ def evaluate_run(run_dir: Path, threads: int) -> dict:
     """Validation and test accuracy of a run's final model: no TTA, the flip TTA, the 10-view TTA."""
     import torch
 
-    from mgcnn.data import DeviceLoader, load_dataset
-    from mgcnn.hub import load_model
+    from mgcnn import load_model
+    from mgcnn.data import DeviceLoader, load_dataset, validation_split
     from mgcnn.perf import tune_allocator
-    from mgcnn.train.config import load_yaml
-    from mgcnn.train.engine import evaluate, validation_split
+    from mgcnn.train import evaluate, load_yaml
 
     tune_allocator()  # as `mgcnn` commands do: without it, fresh batch-1000 activations page-fault on every view
     torch.set_num_threads(threads)

@@ -1,16 +1,9 @@
 """mgcnn: multigrid-inspired convolutional networks (ResNet, MgNet, MGIC, MGiaD, Poly-MgNet) in PyTorch."""
 
-__version__ = "0.2.0"
-
-from .hub import load_model, transforms_for  # noqa: E402
-from .models import (  # noqa: E402
-    UnknownModelError,
-    count_parameters,
-    create_model,
-    list_models,
-    model_info,
-    register_model,
-)
+from ._version import __version__
+from .checkpoint import create_model, load_model
+from .hub import transforms_for
+from .models import UnknownModelError, count_parameters, list_models, model_info, register_model
 
 __all__ = [
     "UnknownModelError",

@@ -60,47 +60,31 @@ def _parse_assignments(items: list[str], what: str) -> dict:
 
 _TRAIN_FLAGS = ("model", "dataset", "data_dir", "epochs", "seed", "out", "train_subset", "test_subset", "batch_size",
                 "lr", "amp", "device", "threads")
+_TRAIN_SWITCHES = ("channels_last", "compile", "download", "deterministic", "sync_bn")
 
 
 def build_train_config(args: argparse.Namespace):
-    """Defaults < --recipe < --config (its fields layered over the recipe) < flags < --set.
-
-    With --resume the run's checkpoint (the source of truth of what was trained) replaces defaults, recipe and file;
-    flags and --set may then change only what a resume can change (see ``mgcnn.train.engine.RESUME_MUTABLE``).
-    """
-    from pathlib import Path
-
-    from .train.checkpoint import load_checkpoint
-    from .train.config import TrainConfig, read_yaml_fields, recipe
+    """The config of ``mgcnn train``: :func:`mgcnn.train.resolve_config` over the layers a config file, the flags,
+    ``--model-arg`` and ``--set`` give, in that order, over ``--recipe`` (or, with ``--resume``, the run's checkpoint,
+    whose fields the flags may then change only where a resume can: ``mgcnn.train.RESUME_MUTABLE``)."""
+    from .checkpoint import load_checkpoint
+    from .train.config import read_yaml_fields, resolve_config
+    from .train.rundir import RunPaths
 
     if args.resume and (args.recipe or args.config):
         raise ValueError("--resume takes the run's own config from its checkpoint; drop --recipe/--config "
                          "(flags and --set can still change epochs, device, threads, ...)")
+    record, layers = None, []
     if args.resume:
-        state = load_checkpoint(Path(args.resume) / "checkpoint.pt", require=("config",))
-        d = dict(TrainConfig.from_record(state["config"]).to_dict(), out=args.resume)
-    else:
-        cfg = recipe(args.recipe) if args.recipe else TrainConfig()
-        d = cfg.to_dict()
-        if args.config:
-            d = {**d, **read_yaml_fields(args.config)}
-    for name in _TRAIN_FLAGS:
-        v = getattr(args, name)
-        if v is not None:
-            d[name] = v
-    for flag in ("channels_last", "compile", "download", "deterministic", "sync_bn"):
-        v = getattr(args, flag)
-        if v is not None:
-            d[flag] = v
-    if not isinstance(d.get("model_kwargs", {}), dict):
-        raise ValueError(f"model_kwargs={d['model_kwargs']!r} must be a mapping of keyword arguments")
-    d["model_kwargs"] = {**d.get("model_kwargs", {}), **_parse_assignments(args.model_arg, "--model-arg")}
-    for key, value in _parse_assignments(args.set, "--set").items():
-        if key.startswith("model_kwargs."):
-            d["model_kwargs"][key.split(".", 1)[1]] = value
-        else:
-            d[key] = value
-    return TrainConfig.from_dict(d).validate()
+        record = load_checkpoint(RunPaths(args.resume).checkpoint, require=("config",))["config"]
+        layers.append({"out": args.resume})
+    if args.config:
+        layers.append(read_yaml_fields(args.config))
+    flags = {name: getattr(args, name) for name in _TRAIN_FLAGS + _TRAIN_SWITCHES if getattr(args, name) is not None}
+    layers.append(flags)
+    layers.append({f"model_kwargs.{k}": v for k, v in _parse_assignments(args.model_arg, "--model-arg").items()})
+    layers.append(_parse_assignments(args.set, "--set"))
+    return resolve_config(*layers, recipe=args.recipe or None, record=record)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
+
+from .settings import settings
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+# glibc's defaults (malloc(3)): at most 65,536 mmap'ed blocks, the heap top trimmed above 128 KiB.
+_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD = 65536, 128 * 1024
 
 _state: dict[str, object] = {"tuned": None}
 
@@ -40,18 +43,37 @@ def tune_allocator(*, force: bool = False) -> bool:
     if _state["tuned"] is not None and not force:
         return bool(_state["tuned"])
     ok = False
-    if sys.platform.startswith("linux") and (force or os.environ.get("MGCNN_MALLOC", "").lower() != "default"):
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            mallopt = libc.mallopt
-        except (OSError, AttributeError):  # musl and others have no mallopt
-            mallopt = None
+    if sys.platform.startswith("linux") and (force or not settings().malloc_default):
+        mallopt = _mallopt()
         if mallopt is not None:
-            mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
             # mallopt returns 1 on success. Never mmap (so nothing is unmapped on free), never trim the heap top.
             ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
     _state["tuned"] = ok
     return ok
+
+
+def restore_allocator(state: str) -> None:
+    """Put the allocator back to ``state`` (an :func:`allocator_state` value read before :func:`tune_allocator`).
+
+    ``"default"`` sets glibc's documented defaults again; what stays different from a process that was never tuned
+    is glibc's *dynamic* mmap threshold, which an explicit setting fixes at its current value.
+    """
+    if state == "tuned" or not _state["tuned"]:
+        return
+    mallopt = _mallopt()
+    if mallopt is not None:
+        mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    _state["tuned"] = False
+
+
+def _mallopt():
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return None
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return mallopt
 
 
 def allocator_state() -> str:

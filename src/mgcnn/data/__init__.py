@@ -14,9 +14,11 @@ from .registry import (
     list_datasets,
     register_dataset,
 )
+from .split import VAL_SPLIT_SEED, validation_split
 
 __all__ = [
     "DATASETS",
+    "VAL_SPLIT_SEED",
     "DatasetCorruptError",
     "DatasetNotFoundError",
     "DatasetSpec",
@@ -32,4 +34,5 @@ __all__ = [
     "load_dataset",
     "random_crop",
     "register_dataset",
+    "validation_split",
 ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ..settings import settings
 from .errors import DatasetCorruptError, DatasetNotFoundError  # noqa: F401 - re-exported: their historical home
 from .readers import CifarPython, IdxFiles, SplitArrays
 
@@ -203,8 +204,9 @@ def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
     roots = []
     if data_dir:
         roots.append(Path(data_dir).expanduser())
-    if os.environ.get("MGCNN_DATA"):
-        roots.append(Path(os.environ["MGCNN_DATA"]).expanduser())
+    env_root = settings().data
+    if env_root:
+        roots.append(Path(env_root).expanduser())
     roots.append(Path("~/.cache/mgcnn").expanduser())
     roots.append(Path("/usr/share/datasets"))
     return roots

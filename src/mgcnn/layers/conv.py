@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,8 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..settings import settings
 
 Plan = tuple[str, int]
 GROUPED: Plan = ("merge", 1)
@@ -158,12 +159,19 @@ class ConvPlanner:
 
     def __init__(self, *, triton: bool | None = None,
                  timer: Callable[[Callable[[], object], torch.device], float] | None = None):
-        self.triton = os.environ.get("MGCNN_TRITON_CONV", "1") != "0" if triton is None else bool(triton)
+        self.triton = settings().triton_conv if triton is None else bool(triton)
         self.timer = timer or functools.partial(median_time, warmup=1, steps=3)  # a partial pickles, a lambda not
         self.plans: dict[tuple, Plan] = {}
 
     def __repr__(self) -> str:
         return f"ConvPlanner(triton={self.triton}, {len(self.plans)} shapes planned)"
+
+    def describe(self) -> list[dict]:
+        """The plan of every shape timed so far, as plain values (recorded in a run's ``env.json``): input shape,
+        weight shape, stride, groups, whether gradients were needed, and the formulation chosen."""
+        return [{"device": k[0], "dtype": k[1], "channels_last": k[2], "input": list(k[3]), "weight": list(k[4]),
+                 "stride": list(k[5]), "groups": k[8], "grad": k[9], "plan": list(plan)}
+                for k, plan in self.plans.items()]
 
     def plan(self, x: Tensor, conv: nn.Conv2d) -> Plan:
         """The formulation for ``conv`` on input ``x``: cached, or (first call of a shape) the fastest by timing."""

@@ -85,25 +85,17 @@ def model_info(name: str) -> ModelInfo:
         ) from None
 
 
-def create_model(name: str, *, pretrained: str | None = None, **kwargs: Any) -> nn.Module:
+def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model. Keyword arguments override the preset's; ``None`` values are ignored.
 
-    Every model takes keyword-only ``num_classes`` and ``in_channels``. ``pretrained=PATH`` (a run directory, a
-    checkpoint or an exported folder) returns that trained model instead, in eval mode with its preprocessing config
-    (``mgcnn.load_model``); it must be a ``name`` model, and its own configuration is used.
+    Every model takes keyword-only ``num_classes`` and ``in_channels``. This is the architecture alone, with fresh
+    weights; trained weights load through ``mgcnn.create_model(name, pretrained=PATH)`` or ``mgcnn.load_model``.
     """
     info = model_info(name)
+    if "pretrained" in kwargs:
+        raise ValueError("mgcnn.models.create_model builds architectures only; load trained weights with "
+                         "mgcnn.create_model(name, pretrained=PATH) or mgcnn.load_model(PATH)")
     overrides = {k: v for k, v in kwargs.items() if v is not None}
-    if pretrained is not None:
-        from ..hub import load_model
-
-        if overrides:
-            raise ValueError(f"create_model({name!r}, pretrained=...) builds the stored model; drop "
-                             f"{sorted(overrides)}")
-        model = load_model(pretrained)
-        if model.model_name != name:
-            raise ValueError(f"{pretrained} holds a {model.model_name!r} model, not {name!r}")
-        return model
     return info.builder(**{**info.kwargs, **overrides})
 
 

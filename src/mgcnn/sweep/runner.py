@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_write_text, is_locked
-from ..train.config import TrainConfig, save_yaml
+from ..train.config import RESUME_MUTABLE, TrainConfig, save_yaml
+from ..train.process import available_cpus
 from .study import RunSpec, Study, expand
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -215,16 +216,12 @@ def _check_data(runs: list[RunSpec]) -> None:
 def jobs_threads(jobs: int, cpus: int | None = None) -> int:
     """CPU threads for each of ``jobs`` concurrent trainers: an equal share of the CPUs this process may use.
     Oversubscribing (K trainers with all cores each) makes each of them several times slower, not K times."""
-    from ..train.engine import available_cpus
-
     return max(1, (cpus or available_cpus()) // jobs)
 
 
 def _resume_flags(cfg: TrainConfig) -> list[str]:
     """``--set`` flags carrying the sweep's values of the fields a resume may change (its data folder, device, ...):
     a resumed trainer otherwise takes them from the checkpoint, e.g. another machine's data path."""
-    from ..train.engine import RESUME_MUTABLE
-
     flags = []
     for key in RESUME_MUTABLE:
         if key != "out" and not (key == "threads" and cfg.threads is None):  # unset threads: see --threads below

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import parse_yaml, read_yaml
-from ..train.config import ADDED_FIELDS, RECIPES, TrainConfig
+from ..train.config import ADDED_FIELDS, RUN_ID_EXCLUDE, TrainConfig, set_field
+from ..train.config import resolve_config as resolve_train_config
 
 
 @dataclass
@@ -106,26 +107,16 @@ def load_study(ref: str | Path | dict) -> Study:
     return Study(**data)
 
 
-def _set(d: dict[str, Any], key: str, value: Any) -> None:
-    if key.startswith("model_kwargs."):
-        d.setdefault("model_kwargs", {})[key.split(".", 1)[1]] = value
-    else:
-        d[key] = value
-
-
 def resolve_config(fields: dict[str, Any]) -> TrainConfig:
-    fields = copy.deepcopy(fields)
-    recipe = fields.pop("recipe", None)
-    if recipe is not None and recipe not in RECIPES:
-        raise ValueError(f"recipe={recipe!r} is not known; use one of {sorted(RECIPES)}")
-    base = dict(RECIPES[recipe]) if recipe else {}
-    return TrainConfig.from_dict({**base, **fields}).validate()
+    """A run's config from its fields (``recipe`` may name a recipe): :func:`mgcnn.train.resolve_config`."""
+    fields = dict(fields)
+    return resolve_train_config(fields, recipe=fields.pop("recipe", None))
 
 
-# Fields that say where or how fast a run happens, not what it computes: left out of the run's identity, so the same
-# experiment maps to the same directory on any machine.
-HASH_EXCLUDE = ("out", "data_dir", "download", "threads", "log_every_steps", "tensorboard")
-# Fields added after runs were hashed: left out while at the value that behaves as if they did not exist.
+# Fields that say where or how fast a run happens, not what it computes, are left out of the run's identity, so the
+# same experiment maps to the same directory on any machine; fields added after runs were hashed are left out while
+# at the value that behaves as if they did not exist. Both are the fields' metadata (mgcnn.train.config._field).
+HASH_EXCLUDE = RUN_ID_EXCLUDE
 HASH_OMIT_AT_DEFAULT = ADDED_FIELDS
 
 
@@ -151,12 +142,12 @@ def expand(study: Study, *, seeds: list[int] | None = None, overrides: dict[str,
             for seed in seeds if seeds is not None else study.seeds:
                 fields = copy.deepcopy(study.base)
                 for k, v in row_fields.items():
-                    _set(fields, k, v)
+                    set_field(fields, k, v)
                 for k, v in zip(keys, combo):
-                    _set(fields, k, v)
+                    set_field(fields, k, v)
                 fields["seed"] = seed
                 for k, v in (overrides or {}).items():
-                    _set(fields, k, v)
+                    set_field(fields, k, v)
                 cfg = resolve_config(fields)
                 runs.append(RunSpec(cfg, config_hash(cfg), {**row_fields, **dict(zip(keys, combo)),
                                                              "label": row.get("label")}, row.get("paper")))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,27 +21,50 @@ AMP_MODES = ("off", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "muon")
 
 
+_LEGACY = object()  # "no legacy value": the field existed when the first runs were recorded
+
+
+def _field(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, resume: bool = False,
+           run_id: bool = True, legacy: Any = _LEGACY) -> Any:
+    """A config field with its policy as metadata (read by :data:`RESUME_MUTABLE`, :data:`ADDED_FIELDS` and
+    :data:`RUN_ID_EXCLUDE`, never kept in hand-written lists):
+
+    - ``resume``: a resumed run may change it (where and how fast it runs, how long, how often it is evaluated);
+      every other field is fixed by the checkpoint (the optimiser state, the data order and the record follow it);
+    - ``run_id=False``: it says only where or how fast a run happens, not what it computes, so it is left out of a
+      sweep's run id (the same experiment maps to the same directory on any machine);
+    - ``legacy``: the field was added after runs were recorded, and this is the value that behaves as if it did not
+      exist. A recorded config without it reads it at this value (a 5-epoch run of the earlier default resumes as
+      it began), and run ids leave it out at this value, so earlier run ids stay valid.
+    """
+    meta: dict[str, Any] = {"resume": resume, "run_id": run_id}
+    if legacy is not _LEGACY:
+        meta["legacy"] = legacy
+    return field(default=default, default_factory=factory, metadata=meta)
+
+
 @dataclass
 class TrainConfig:
     """Everything a run depends on. Stored as ``config.yaml`` in the run directory.
 
     The learning-rate schedule is evaluated per optimizer step at the fractional epoch, so ``cosine`` is the
     continuous form of the papers' per-epoch CosineAnnealingLR, and ``step`` multiplies by ``gamma`` every
-    ``step_size`` epochs exactly as StepLR.
+    ``step_size`` epochs exactly as StepLR. Each field's policy on resume and in run ids is its metadata
+    (:func:`_field`).
     """
 
     model: str = "mgiad_l3_c16_g8"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_kwargs: dict[str, Any] = _field(factory=dict)
     dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    download: bool = False
-    verify_data: bool = True
+    data_dir: str | None = _field(None, resume=True, run_id=False)
+    download: bool = _field(False, resume=True, run_id=False)
+    verify_data: bool = _field(True, resume=True)
     train_subset: int | None = None  # use only the first N samples of a fixed shuffle of the training set
-    test_subset: int | None = None
+    test_subset: int | None = _field(None, resume=True)
     # Defaults are the speedrun recipe of the main job (`mgcnn train`, docs/speedrun.md): 8 epochs of one-cycle
     # Muon (3x3 convolutions) + SGD (the rest), the first 7 on 28x28 crops, then the mirror-image TTA in the one
     # evaluation at the end.
-    epochs: int = 8
+    epochs: int = _field(8, resume=True)
     batch_size: int = 128  # global: each of K processes gets batch_size / K
     lr: float = 0.1
     momentum: float = 0.9
@@ -47,8 +72,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     # "sgd", or "muon": the 3x3 convolutions' weights step by Muon at muon_lr (orthogonalised momentum, decoupled
     # weight decay; mgcnn.train.optim), all others by SGD at lr. Both follow the schedule.
-    optimizer: str = "muon"
-    muon_lr: float = 0.05
+    optimizer: str = _field("muon", legacy="sgd")
+    muon_lr: float = _field(0.05, legacy=0.05)
     schedule: str = "onecycle"
     warmup_epochs: float = 1.0  # linear warm-up (onecycle: the rising part)
     step_size: int = 25
@@ -58,24 +83,28 @@ class TrainConfig:
     flip: bool = True
     # Progressive resizing by cropping: train on random train_size x train_size windows (shifted by up to
     # crop_padding pixels) except in the last full_size_epochs epochs, which see the full images as the test does.
-    train_size: int | None = 28  # None: the full stored size (32 for our datasets)
-    full_size_epochs: int = 1
-    tta_flip: bool = True  # evaluate on the mean logits of each image and its mirror image
-    eval_every: int = 0  # evaluate (test and validation) after every N-th epoch and always after the last; 0: the last only
+    train_size: int | None = _field(28, legacy=None)  # None: the full stored size (32 for our datasets)
+    full_size_epochs: int = _field(1, legacy=1)
+    tta_flip: bool = _field(True, legacy=False)  # evaluate on the mean logits of each image and its mirror image
+    # evaluate (test and validation) after every N-th epoch and always after the last; 0: the last only
+    eval_every: int = _field(0, resume=True, legacy=1)
     seed: int = 0
     deterministic: bool = False
-    device: str = "auto"  # auto: cuda if available, else cpu
+    device: str = _field("auto", resume=True)  # auto: cuda if available, else cpu
     channels_last: bool = True
     amp: str = "off"
-    compile: bool = False
+    compile: bool = _field(False, resume=True)
     sync_bn: bool = False
-    eval_batch_size: int = 1000
-    out: str | None = None  # run directory; default runs/<model>-<dataset>-s<seed>
-    threads: int | None = None  # torch intra-op threads on CPU (None: the CPUs this process may use)
+    eval_batch_size: int = _field(1000, resume=True)
+    out: str | None = _field(None, resume=True, run_id=False)  # run directory; default runs/<model>-<dataset>-s<seed>
+    # torch intra-op threads on CPU (None: the CPUs this process may use)
+    threads: int | None = _field(None, resume=True, run_id=False)
     # A fixed (seed-independent) random part of the training set held out for validation; "best" is selected on it.
-    val_fraction: float = 0.0
-    log_every_steps: int = 0  # also record loss and lr every N steps in steps.jsonl (and TensorBoard); 0: off
-    tensorboard: bool = True  # write TensorBoard event files to RUN/tb when the tensorboard package is installed
+    val_fraction: float = _field(0.0, legacy=0.0)
+    # also record loss and lr every N steps in steps.jsonl (and TensorBoard); 0: off
+    log_every_steps: int = _field(0, resume=True, run_id=False)
+    # write TensorBoard event files to RUN/tb when the tensorboard package is installed
+    tensorboard: bool = _field(True, resume=True, run_id=False)
 
     def validate(self) -> TrainConfig:
         """Check every field's type and range (converting numbers written as strings, e.g. YAML's ``1e-3``);
@@ -133,12 +162,12 @@ class TrainConfig:
 
 
 _FIELD_TYPES = typing.get_type_hints(TrainConfig)
+_FIELDS = dataclasses.fields(TrainConfig)
 
-# Fields added after runs were recorded, each with the value that behaves as if it did not exist. A recorded config
-# without them is read with these values (a 5-epoch run of the earlier default must resume as it began), and run ids
-# leave them out at these values (mgcnn.sweep.config_hash), so earlier run ids stay valid.
-ADDED_FIELDS: dict[str, Any] = {"val_fraction": 0.0, "train_size": None, "full_size_epochs": 1, "tta_flip": False,
-                                "eval_every": 1, "optimizer": "sgd", "muon_lr": 0.05}
+# Field policies, read from the fields' metadata (see _field).
+RESUME_MUTABLE: tuple[str, ...] = tuple(f.name for f in _FIELDS if f.metadata.get("resume"))
+RUN_ID_EXCLUDE: tuple[str, ...] = tuple(f.name for f in _FIELDS if not f.metadata.get("run_id", True))
+ADDED_FIELDS: dict[str, Any] = {f.name: f.metadata["legacy"] for f in _FIELDS if "legacy" in f.metadata}
 
 
 def _unwrap(tp: Any) -> tuple[bool, Any]:
@@ -281,6 +310,39 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 def recipe(name: str, **overrides: Any) -> TrainConfig:
     """A :class:`TrainConfig` from a named recipe plus overrides."""
-    if name not in RECIPES:
-        raise ValueError(f"recipe={name!r} is not known; use one of {sorted(RECIPES)}")
-    return TrainConfig(**{**RECIPES[name], **overrides}).validate()
+    return resolve_config(overrides, recipe=name)
+
+
+def resolve_config(*layers: Mapping[str, Any], recipe: str | None = None,
+                   record: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The one config resolution of the CLI, the sweeps and the API: defaults < ``recipe`` < ``layers`` in order.
+
+    A layer is a mapping of fields: a config file's, then the flags, then ``--set`` (the CLI); a study's base, row,
+    grid point and overrides (a sweep). A key ``model_kwargs.NAME`` sets one keyword of the model; a plain key
+    replaces the field. ``record`` (a checkpoint's recorded config, for a resume) replaces defaults and recipe: the
+    checkpoint is the source of truth of what was trained, and the layers may then change only
+    :data:`RESUME_MUTABLE` fields (checked when the run resumes). Returns the validated config.
+    """
+    if recipe is not None and recipe not in RECIPES:
+        raise ValueError(f"recipe={recipe!r} is not known; use one of {sorted(RECIPES)}")
+    if record is not None:
+        if recipe is not None:
+            raise ValueError("a resumed run takes its config from its checkpoint; it cannot also take a recipe")
+        d = TrainConfig.from_record(dict(record)).to_dict()
+    else:
+        d = {**TrainConfig().to_dict(), **copy.deepcopy(RECIPES[recipe] if recipe else {})}
+    for layer in layers:
+        for key, value in layer.items():
+            set_field(d, key, copy.deepcopy(value))
+    return TrainConfig.from_dict(d).validate()
+
+
+def set_field(d: dict[str, Any], key: str, value: Any) -> None:
+    """``d[key] = value``, where ``model_kwargs.NAME`` sets one model keyword argument."""
+    if key.startswith("model_kwargs."):
+        kwargs = d.setdefault("model_kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"model_kwargs={kwargs!r} must be a mapping of keyword arguments")
+        kwargs[key.split(".", 1)[1]] = value
+    else:
+        d[key] = value

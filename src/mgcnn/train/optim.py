@@ -1,4 +1,5 @@
-"""Optimisers of a run: SGD (the papers') and Muon for the 3x3 convolutions (the speedrun recipe's, docs/speedrun.md).
+"""Optimisers of a run: SGD (the papers') and Muon for the 3x3 convolutions (the speedrun recipe's, docs/speedrun.md),
+and the learning-rate schedule (:func:`lr_factor`).
 
 Muon (Jordan et al., 2024, "Muon: an optimizer for hidden layers") is SGD with momentum whose update of each
 weight matrix is replaced by the nearest semi-orthogonal matrix, ``U V^T`` for the momentum ``U S V^T``: every
@@ -17,12 +18,13 @@ such matrices (norm layers, biases, the classifier, depthwise and pair-mixing tr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 
-from .config import OPTIMIZERS
+from .config import OPTIMIZERS, TrainConfig
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
@@ -114,3 +116,17 @@ def build_optimizer(model: nn.Module, *, name: str, lr: float, muon_lr: float, m
         group["base_lr"] = group["lr"]
     return opt
 
+
+def lr_factor(cfg: TrainConfig, progress: float) -> float:
+    """Multiplier of ``cfg.lr`` at ``progress`` epochs (fractional) into training."""
+    warm, total = cfg.warmup_epochs, cfg.epochs
+    if warm > 0 and progress < warm:
+        return max(progress / warm, 1e-3)
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "step":
+        return cfg.gamma ** math.floor(progress / cfg.step_size)
+    t = min(max((progress - warm) / max(total - warm, 1e-12), 0.0), 1.0)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    return max(1.0 - t, 0.0)  # onecycle: linear decay to zero after the warm-up
