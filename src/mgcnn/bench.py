@@ -102,6 +102,39 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
                 warmup: int = 2, steps: int = 5, channels_last: bool = True, amp: str = "off",
                 tuned_malloc: bool = True, fast_paths: bool = True, autotune: bool = True, tf32: bool = False,
                 triton: bool = True) -> dict[str, Any]:
+    """Measure one registered model in this process: training and inference throughput, FLOPs, peak memory.
+
+    The model (seed 0, 10 classes) gets a synthetic batch of ``batch_size`` random images of ``in_channels`` x
+    ``image_size`` x ``image_size`` with random labels. Forward FLOPs are counted on one inference step with the
+    stock kernels; then a fresh :class:`mgcnn.layers.ConvPlanner` is attached (``autotune``) and a training step
+    (forward, cross-entropy, backward, SGD step with momentum) and an inference step (``no_grad``, eval mode) are
+    each timed as the median of ``steps`` calls after ``warmup`` calls (module docstring). TF32 settings are
+    restored afterwards; the allocator setting stays.
+
+    Args:
+        name: a registered model name.
+        device: where to measure, e.g. ``"cpu"`` or ``"cuda"``.
+        batch_size, in_channels, image_size: the synthetic input ``(batch_size, in_channels, image_size,
+            image_size)``.
+        warmup, steps: untimed and timed calls per measurement; with ``autotune`` at least one warm-up call, in
+            which the planner times its candidates (never inside a timed step).
+        channels_last: model and input in channels-last memory format.
+        amp: ``"bf16"`` or ``"fp16"`` autocast (the loss in fp32); anything else (``"off"``) runs in fp32.
+        tuned_malloc: call :func:`mgcnn.perf.tune_allocator` first (process-wide).
+        fast_paths: ``False`` measures inside :func:`mgcnn.layers.reference_mode`.
+        autotune: attach the planner for the timed steps (per-shape grouped-conv plans); ``False``: stock kernels.
+        tf32: TF32 for fp32 matmuls and convolutions on CUDA during the measurement.
+        triton: let the planner consider the Triton kernel (:mod:`mgcnn.layers.triton_conv`).
+
+    Returns:
+        A flat, JSON-serialisable dict: the settings (``model``, ``batch_size``, ``image_size``, ``device``,
+        ``device_name``, ``amp``, ``tf32`` (true only on CUDA), ``channels_last``, ``allocator``, ``fast_paths``,
+        ``autotune``, ``triton``), ``params`` (:func:`mgcnn.count_parameters`), ``plans_not_stock`` and
+        ``plans_triton`` (planned conv shapes not using the stock kernel, and using the Triton kernel),
+        ``train_img_s`` and ``infer_img_s``, ``fwd_macs_per_img``, ``fwd_flops_per_img``, ``train_flops_per_img``
+        (3 x forward), the achieved ``train_gflops`` and ``infer_gflops``, and ``peak_mem_mb`` (CUDA: the
+        allocator's peak since the FLOP count; CPU: the process's peak resident set).
+    """
     from .models import count_parameters, create_model
 
     if tuned_malloc:
@@ -170,6 +203,27 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
 
 
 def run_bench(models: list[str], *, isolate: bool = True, **kw) -> dict[str, Any]:
+    """Benchmark ``models`` with :func:`bench_model` beside the device's dense GEMM ceiling (``mgcnn bench``).
+
+    First measures :func:`gemm_ceiling` at the models' dtype and TF32 setting, then each model in turn.
+
+    Args:
+        models: registered model names, measured in this order (expand patterns with :func:`expand_models`).
+        isolate: measure each model in a fresh ``python -m mgcnn.bench`` subprocess, so that its peak memory and
+            allocator state are its own; ``False`` measures all of them in this process.
+        **kw: the keyword arguments of :func:`bench_model` (``device``, ``batch_size``, ``amp``, ...), the same for
+            every model; JSON-serialisable when ``isolate``.
+
+    Returns:
+        A report for :func:`format_table`: ``ceiling_gflops``, ``torch`` (version), ``threads`` (this process's
+        torch threads), ``device_name``, ``cuda`` (torch's CUDA version or ``None``) and ``rows``, one
+        :func:`bench_model` dict per model with ``gemm_ceiling_gflops`` and ``train_efficiency`` (train GFLOP/s over
+        the ceiling) added, and ``train_speed_vs_<ref>`` and ``train_gflops_vs_<ref>`` ratios for each of
+        ``resnet20``, ``resnet18`` and ``mgnet_ab`` that is among the models.
+
+    Raises:
+        RuntimeError: an isolated measurement failed (the message ends with its stderr).
+    """
     if kw.get("tuned_malloc", True):
         perf.tune_allocator()
     dev = torch.device(kw.get("device", "cpu"))

@@ -18,27 +18,17 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """List registered models (and presets) with their parameter counts for one input configuration."""
-    import torch
-
     from .data.registry import get_dataset_spec
-    from .models import count_parameters, create_model, list_models, model_info
+    from .models import model_table
 
-    names = list_models(args.pattern)
-    if not names:
-        families = sorted({model_info(n).family for n in list_models()})
-        raise ValueError(f"no registered model matches {args.pattern!r}; families: {', '.join(families)}. "
-                         f"Try `mgcnn models 'mgiad*'`, or `mgcnn models` for all {len(list_models())} names")
     spec = get_dataset_spec(args.dataset) if args.dataset else None
     in_ch, classes = (spec.in_channels, spec.num_classes) if spec else (3, 10)
+    table = model_table(args.pattern, num_classes=classes, in_channels=in_ch)
     where = f"{args.dataset}: {in_ch} input channel(s), {classes} classes" if spec else \
         "3 input channels, 10 classes (CIFAR-10); --dataset counts for another dataset"
     print(f"weights for {where}; 'no head' leaves out the classifier (the papers' FashionMNIST convention)")
     rows = [("name", "family", "weights", "no head", "description")]
-    for name in names:
-        with torch.device("meta"):
-            model = create_model(name, num_classes=classes, in_channels=in_ch)
-        rows.append((name, model_info(name).family, f"{count_parameters(model):,}",
-                     f"{count_parameters(model, include_head=False):,}", model_info(name).description))
+    rows += [(m.name, m.family, f"{m.weights:,}", f"{m.weights_no_head:,}", m.description) for m in table]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}  {r[4]}".rstrip())

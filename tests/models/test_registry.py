@@ -88,3 +88,23 @@ def test_count_parameters_dedups_shared_and_excludes_head():
     assert mgcnn.count_parameters(seq) == 12
     with pytest.raises(ValueError, match="get_classifier"):
         mgcnn.count_parameters(seq, include_head=False)
+
+
+def test_model_table_lists_counts_of_matching_models():
+    from mgcnn.models import ModelRow, model_table
+
+    rows = model_table("mgiad_l3*")
+    assert [r.name for r in rows] == mgcnn.list_models("mgiad_l3*")
+    assert all(isinstance(r, ModelRow) for r in rows)
+    row = rows[mgcnn.list_models("mgiad_l3*").index("mgiad_l3_c16_g8")]
+    assert (row.family, row.weights, row.weights_no_head) == ("mgiad", 37_882, 37_882 - 650)
+    assert row.description == mgcnn.model_info("mgiad_l3_c16_g8").description
+    # the counts are those of the real model; the table builds it on the meta device
+    assert row.weights == mgcnn.count_parameters(mgcnn.create_model("mgiad_l3_c16_g8"))
+    (fm,) = model_table("mgiad_l3_c16_g8", in_channels=1)  # FashionMNIST: 1 channel, 10 classes
+    assert (fm.weights, fm.weights_no_head) == (37_594, 36_944)
+    (c100,) = model_table("resnet20", num_classes=100)
+    assert c100.weights == 269_722 + 90 * 65 and c100.weights_no_head == 269_722 - 650
+    with pytest.raises(ValueError, match=r"no registered model matches 'zzz\*'; families: mgiad, mgic, mgnet, "
+                                         r"poly_mgnet, resnet\."):
+        model_table("zzz*")

@@ -1,4 +1,11 @@
-"""Small building blocks shared by every family: convolutions, norm/activation factories, validation."""
+"""Small building blocks shared by every family: the stem, norm/activation factories, the layout-preserving pooling
+head and ResNet option-A shortcut, and argument validation.
+
+The convolutions and their fast formulations are in :mod:`mgcnn.layers.conv` (``Stem`` builds its 3x3 conv with
+:func:`mgcnn.layers.conv3x3`). :func:`global_avg_pool` and :func:`subsample_pad` have no switch of their own: the
+calling layer passes its ``fast`` attribute (a :class:`mgcnn.layers.FastPath`: the model's head, a ResNet block),
+so :func:`mgcnn.layers.reference_mode` and :func:`mgcnn.layers.set_fast_paths` select them per model.
+"""
 
 from __future__ import annotations
 

@@ -105,6 +105,14 @@ class SiC(Smoother, FastPath):
             )
 
     def forward(self, u: Tensor | None, f: Tensor, r0: Tensor | None = None) -> Tensor:
+        """``SiC(f_kappa, u_kappa)`` (Algorithm 2) on this channel level; returns the smoothed u_kappa.
+
+        ``u``, ``f``: u_kappa (``None``: zero) and f_kappa; ``r0``: the known residual ``f - A^ u`` of ``u``, or
+        ``None`` (see :mod:`mgcnn.layers.smoothing`). A resolution level calls it as its smoother (Algorithm 3,
+        line 3) with u_l and f_l. Between channel levels the value restricted by R^ (line 5) is the plain fine
+        residual ``f_kappa - A^_kappa u_kappa``, without the activation a resolution level applies to its exit
+        residual.
+        """
         r = r0  # the residual f - A^ u while it is known for the current u, else None
         for step in self.pre:  # Algorithm 2, lines 1-2
             u, r = step(u, f, self.A, self.B, r=r), None

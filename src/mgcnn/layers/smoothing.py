@@ -8,11 +8,17 @@ with BatchNorm and ReLU after each convolution (docs/architectures.md 3a). The n
 
     r = act(norm1(f - A u));   u <- u + act(norm2(B r))
 
-A resolution level adds the FAS transfer from the previous (finer) level (MGiaD paper eqs. 6-7):
+A resolution level l (:class:`ResolutionLevel`, one pass of the loop of MGiaD paper Algorithm 3) smooths its own
+system A_l u_l = f_l and hands the next level its state u_l and its *exit residual*
 
-    u_l = Pi(u_{l-1});   f_l = R(f_{l-1}) + A_l(u_l)
+    r_l = act(f_l - A_l u_l)                             (the argument of R in Algorithm 3 line 5 / eq. 7)
 
-and passes ``f <- act(f - A_l u_l)`` on to the next level (the released MgNet code applies the ReLU there).
+(the released MgNet code applies the ReLU there). The next level enters by the FAS restriction of that pair
+(Algorithm 3 lines 4-5; eqs. 6-7, which replace lines 5-6 of Algorithm 1, docs/architectures.md 9):
+
+    u_{l+1} = Pi(u_l);   f_{l+1} = R(r_l) + A_{l+1}(u_{l+1})
+
+so what crosses the boundary between two levels is ``(u_l, r_l)``, never the data f_l itself.
 
 Zero initial states are represented by ``None`` so that the first step skips the useless ``A(0)`` convolution;
 results are identical to starting from an explicit zero tensor.
@@ -60,9 +66,11 @@ def add(u: Tensor | None, du: Tensor) -> Tensor:
 
 def fas_restrict(Pi: nn.Module, R: nn.Module, A_coarse: nn.Module, u: Tensor | None,
                  r: Tensor | Callable[[], Tensor]) -> tuple[Tensor | None, Tensor, Tensor]:
-    """FAS restriction to a coarser grid (MGiaD paper eqs. 6-7; in channels, Algorithm 2 lines 4-5).
+    """FAS restriction to a coarser grid: MGiaD paper Algorithm 3 lines 4-5 (eqs. 6-7) between resolution levels,
+    Algorithm 2 lines 4-5 between channel levels.
 
-    ``u_c = Pi u``, ``f_c = R r + A_c u_c`` with ``r`` the fine residual data. Returns ``(u_c, f_c, r_c)`` where
+    ``u_c = Pi u``, ``f_c = R r + A_c u_c`` with ``r`` the fine residual (between resolution levels the exit residual
+    ``act(f - A u)`` of the finer level, see :class:`ResolutionLevel`). Returns ``(u_c, f_c, r_c)`` where
     ``r_c = R r`` is exactly the coarse residual ``f_c - A_c u_c`` (the coarse smoother may start from it).
     ``u=None`` (the zero state) gives ``(None, R r, R r)``. ``r`` may be a function computing it: it is called after
     ``Pi u``, the order in which the gradients reaching ``u`` have always been summed (bitwise reproducible runs).
@@ -166,7 +174,18 @@ class MgSmoother(Smoother):
 
 
 class ResolutionLevel(nn.Module, FastPath):
-    """Resolution level l of MgNet / MGiaD / Poly-MgNet: FAS entry, a smoother, and the exit data update.
+    """Resolution level l of MgNet / MGiaD / Poly-MgNet: FAS entry, a smoother, and the exit residual.
+
+    One pass of the loop of MGiaD paper Algorithm 3 (for MgNet and Poly-MgNet: Algorithm 1 with eqs. 6-7), with the
+    transfer written on the receiving side:
+
+    - entry (levels with ``transfer_used``): the FAS restriction of the previous level's state u_{l-1} and exit
+      residual r_{l-1}, ``u_l = Pi u_{l-1}``, ``f_l = R r_{l-1} + A_l u_l`` (Algorithm 3 lines 4-5; eqs. 6-7). On
+      level 1 the input is already the level's data f_1 and u_1 = 0 (line 1);
+    - smoothing of ``A_l u_l = f_l`` by the smoother (line 3: SiC for MGiaD; Algorithm 1 lines 3-4 for MgNet);
+    - exit: the residual ``r_l = act(f_l - A_l u_l)`` handed to the next level, whose entry restricts it (the
+      argument of R in line 5). The last level skips it. Every level is smoothed, although Algorithm 3's loop stops
+      at L - 1 (docs/architectures.md 9).
 
     ``smoother`` is a :class:`Smoother`. On the fast path (``fast``) it starts from the residual of the entry state
     that the FAS restriction yields for free (``r0``); the reference path lets it recompute ``f - A u``.
@@ -178,9 +197,9 @@ class ResolutionLevel(nn.Module, FastPath):
     ``transfer`` selects the transfer pair:
 
     - ``"depthwise"`` (the MGiaD/Poly-MgNet variant): Pi, R are depthwise 3x3 stride-2 convs without norm or
-      activation, and the exit data is ``act(f - A u)``;
+      activation, and the exit residual is ``act(f - A u)``;
     - ``"full"`` (He & Xu's original MgNet): Pi, R are fully coupled 3x3 stride-2 convs, each followed by norm and
-      activation, and the exit data is the plain residual ``f - A u``, so that the next level computes
+      activation, and the exit residual is the plain ``f - A u``, so that the next level computes
       ``u = act(norm(Pi u))``, ``f = act(norm(R(f - A u))) + A_new u``.
     """
 
@@ -219,22 +238,48 @@ class ResolutionLevel(nn.Module, FastPath):
         return self.smoother.A
 
     def restrict(self, u: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
-        """FAS restriction (MGiaD paper eqs. 6-7): ``u <- Pi u``, ``f <- R f + A(Pi u)``."""
+        """The level's FAS entry (MGiaD paper Algorithm 3 lines 4-5; eqs. 6-7): ``(Pi u, R f + A(Pi u))``.
+
+        Args:
+            u: u_{l-1}, the previous level's state.
+            f: r_{l-1}, the previous level's exit residual (the second output of its :meth:`forward`), not its
+                data f_{l-1}; the name is kept for compatibility.
+
+        Returns:
+            ``(u_l, f_l)``: this level's initial state and its data.
+        """
         if u is None or self.Pi is None:
             raise ValueError("restrict needs the state u of the previous level and a level with transfers")
-        u_c, f_c, _ = fas_restrict(self.Pi, self.R, self.A, u, f)
-        return u_c, f_c  # type: ignore[return-value]  # u was given, so u_c is a tensor
+        u_l, f_l, _ = fas_restrict(self.Pi, self.R, self.A, u, f)
+        return u_l, f_l  # type: ignore[return-value]  # u was given, so u_l is a tensor
 
     def forward(self, u: Tensor | None, f: Tensor, *, last: bool = False) -> tuple[Tensor, Tensor | None]:
-        r0 = None  # the residual f - A u of the entry state, when the FAS restriction yields it
+        """Entry, smoothing and exit of level l (see the class docstring).
+
+        Args:
+            u: u_{l-1}, the previous level's state; ``None`` (the zero state) on level 1 (u_1 = 0).
+            f: what the previous level handed over. On a level with ``transfer_used``: its exit residual
+                r_{l-1} = act(f_{l-1} - A_{l-1} u_{l-1}), which the entry restricts. On level 1: the level's own
+                data f_1 (the stem's output; it is also the residual f_1 - A_1 u_1 of u_1 = 0). The name is kept
+                for compatibility.
+            last: no level follows, so the exit residual is not computed.
+
+        Returns:
+            ``(u_l, r_l)``: the smoothed state and the exit residual r_l = act(f_l - A_l u_l) for the next level
+            (``None`` if ``last``).
+        """
+        r0 = None  # the residual f_l - A_l u_l of the entry state, when the FAS restriction yields it
         if self.transfer_used:
             if u is None:
                 raise ValueError("a level with a resolution transfer needs the state u of the previous level")
-            u, f, r0 = fas_restrict(self.Pi, self.R, self.A, u, f)  # (N, c_l, H/2, W/2) each
-        u = self.smoother(u, f, r0=r0 if self.fast else None)
-        # The exit data is only needed by a following level; on the last level it would be dead work.
-        f_next = None if last else self.exit_act(residual(f, self.A, u))
-        return u, f_next
+            # Entry, Algorithm 3 lines 4-5: u_l = Pi u_{l-1}, f_l = R r_{l-1} + A_l u_l (here f is r_{l-1}).
+            u, f_l, r0 = fas_restrict(self.Pi, self.R, self.A, u, f)  # (N, c_l, H/2, W/2) each
+        else:
+            f_l = f  # level 1: f is already the level's data f_1
+        u = self.smoother(u, f_l, r0=r0 if self.fast else None)  # line 3
+        # Exit: r_l, which the next level's R restricts (line 5); on the last level it would be dead work.
+        r_l = None if last else self.exit_act(residual(f_l, self.A, u))
+        return u, r_l
 
     def unused_parameters(self) -> list[nn.Parameter]:
         if self.transfer_used or self.Pi is None:

@@ -17,9 +17,16 @@ Maths (cross-correlation, zero padding 1, stride s; input channel of output chan
 The weight gradient is reduced in two deterministic stages (per pixel block, then a sum over blocks), no atomics.
 
 :func:`grouped_conv3x3` is the entry point; :func:`supported` says which convolutions it handles. It runs on CUDA
-devices; with ``TRITON_INTERPRET=1`` Triton's interpreter runs it on CPU tensors (how the tests check it on CPU).
-Which formulation a model uses is decided per shape by timing (``mgcnn.perf``), so the kernel only runs where it
-measures faster than cuDNN.
+devices; with ``TRITON_INTERPRET=1`` set before triton is first imported, Triton's interpreter runs it on CPU
+tensors (how the tests check it on CPU).
+
+A model uses the kernel only through its grouped-conv plan (``("triton", 1)``, :mod:`mgcnn.layers.conv`): a
+:class:`mgcnn.layers.ConvPlanner` attached to the model (:func:`mgcnn.layers.set_conv_planner`; a freshly built
+model has none and runs the stock kernels) times it per shape beside the stock grouped kernel and the merged-group
+formulations, for channels-last CUDA inputs only, and keeps it only where it is at least 10% faster than the best
+of those (``mgcnn.layers.conv.MIN_GAIN``). ``ConvPlanner(triton=False)`` leaves it out, as does
+``MGCNN_TRITON_CONV=0`` in the environment for a planner built without ``triton=``; so do the reference formulation
+(``fast=False``, :func:`mgcnn.layers.reference_mode`) and deterministic mode.
 """
 
 from __future__ import annotations

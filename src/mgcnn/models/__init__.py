@@ -5,7 +5,7 @@ Pure architecture: the papers' tables, their weight-count check and the built-in
 
 from . import mgiad, mgic, mgnet, poly_mgnet, resnet  # noqa: F401  (registration side effects)
 from ._registry import ModelInfo, UnknownModelError, create_model, list_models, model_info, register_model
-from .counting import count_parameters, round_thousands
+from .counting import ModelRow, count_parameters, model_table, round_thousands
 from .mgic import MGIC
 from .mgnet import MultigridNet
 from .resnet import CifarResNet
@@ -14,12 +14,14 @@ __all__ = [
     "MGIC",
     "CifarResNet",
     "ModelInfo",
+    "ModelRow",
     "MultigridNet",
     "UnknownModelError",
     "count_parameters",
     "create_model",
     "list_models",
     "model_info",
+    "model_table",
     "register_model",
     "round_thousands",
 ]

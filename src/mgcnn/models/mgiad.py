@@ -5,6 +5,11 @@ coarsening in resolution and channel dimensions". Algorithm 3: MgNet's
 resolution levels (Algorithm 1 with the FAS transfer, eqs. 6-7), where each level's smoothing is one SiC V-cycle in
 the channel dimension (Algorithm 2, :class:`mgcnn.layers.SiC`). Weights grow linearly in the channel count.
 
+At the boundary between resolution levels (:class:`mgcnn.layers.ResolutionLevel`) level l hands on its state u_l
+and its exit residual r_l = act(f_l - A^_{l,1} u_l); level l+1 enters by u_{l+1} = Pi u_l,
+f_{l+1} = R r_l + A^_{l+1,1} u_{l+1} (Algorithm 3 lines 4-5, with the finest in-channel operator as A_{l+1}) and
+smooths with SiC (line 3).
+
 The code of the paper is not public; the layout is the reconstruction of docs/architectures.md 6, the only one
 found that reproduces all of Tables II-IX up to the paper's evident typos:
 - widths lambda * [64, 128, 256, 256] (or lambda * [16, 32, 64] for the 3-level FashionMNIST models), stem lambda*64;

@@ -87,6 +87,25 @@ class ChannelCycle(nn.Module):
 
 
 class MGICBlock(nn.Module):
+    """One MGIC block (Eliasof, Ephrath, Ruthotto, Treister 2020): an optional connector, then a channel V-cycle.
+
+    Where the width or the resolution changes (``c_in != c_out`` or ``stride != 1``) a connector comes first: a 3x3
+    conv with ``groups = c_in`` (channel multiplier ``c_out / c_in``) and ``stride``, then norm and act. The
+    :class:`ChannelCycle` at width ``c_out`` follows: a grouped 1x1 restriction to half the channels (the grouped
+    restriction R^ of the MGiaD paper's eq. 8), the coarser channel levels recursively down to a dense ResNet block,
+    a grouped 1x1 prolongation (P^, eq. 9) plus norm of the FAS correction (coarse result minus restricted input)
+    added to the input (the coarse-level update of eq. 10, in FAS form), and a grouped ResNet step.
+
+    Args:
+        c_in, c_out: input and output channels.
+        stride: 1, or 2 to halve the resolution in the connector.
+        group_size: g, the channels per group of the grouped convolutions and channel transfers.
+        coarse_channels: the reference's ``mgFcChannel``: where the channel hierarchy stops (:class:`ChannelCycle`).
+        norm_layer, act_layer: factories ``norm_layer(channels)`` and ``act_layer()``.
+
+    ``forward(x)`` maps ``(N, c_in, H, W)`` to ``(N, c_out, H / stride, W / stride)``.
+    """
+
     def __init__(self, c_in: int, c_out: int, stride: int, group_size: int, coarse_channels: int,
                  norm_layer: LayerFactory, act_layer: LayerFactory):
         super().__init__()
@@ -103,6 +122,12 @@ class MGICBlock(nn.Module):
 
 
 class MGIC(ImageClassifier):
+    """MGIC network (Eliasof et al. 2020): a stem, stages of :class:`MGICBlock`, and a GAP + linear head.
+
+    ``widths[i]`` and ``blocks[i]`` give each stage's width and number of blocks; the first block of every stage
+    after the first has stride 2. :func:`mgic` builds it with the defaults of the authors' driver (module docstring).
+    """
+
     def __init__(self, widths: Sequence[int], blocks: Sequence[int], *, group_size: int, coarse_channels: int,
                  num_classes: int, in_channels: int, norm_layer: LayerFactory, act_layer: LayerFactory,
                  stem: str = "cifar"):

@@ -5,9 +5,9 @@ Layout of the variant used (and counted) by the MGiaD and Poly-MgNet papers: van
 "MGiaD: Multigrid in all dimensions", Algorithm 1 with the FAS transfer of eqs. 5-7; docs/architectures.md 3a.
 
     f_1 = act(norm(conv3x3(x))),  u_1 = 0
-    for each level l:   (l > 1)  u_l = Pi u_{l-1},  f_l = R f_{l-1} + A_l u_l           (eqs. 6-7)
-                        nu times r = act(norm(f_l - A_l u_l)),  u_l += act(norm(B_l r))  (Alg. 1 line 4)
-                        f_{l-1 -> l+1} = act(f_l - A_l u_l)
+    for each level l:   (l > 1)  u_l = Pi u_{l-1},  f_l = R r_{l-1} + A_l u_l           (eqs. 6-7)
+                        nu times s = act(norm(f_l - A_l u_l)),  u_l += act(norm(B_l s))  (Alg. 1 line 4)
+                        r_l = act(f_l - A_l u_l)            (the exit residual, restricted by the next R)
     logits = Linear(GAP(u_L))
 
 ``share="AB"`` shares A_l and B_l across the nu steps (MgNet^{A,B}); ``share="A"`` gives each step its own B
@@ -85,11 +85,18 @@ class MultigridNet(ImageClassifier):
         self.fc = nn.Linear(widths[-1], num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        f = self.stem(x)  # (N, c_1, H, W)
-        u = None  # u_1 = 0
+        """The features u_L of the last level: MGiaD paper Algorithm 3 (Algorithm 1 with eqs. 6-7 for MgNet).
+
+        Level l hands level l + 1 its state u_l and its exit residual r_l = act(f_l - A_l u_l); level l + 1 enters
+        by the FAS restriction u_{l+1} = Pi u_l, f_{l+1} = R r_l + A_{l+1} u_{l+1} (lines 4-5), then smooths
+        (line 3). See :class:`mgcnn.layers.ResolutionLevel`.
+        """
+        f_1 = self.stem(x)  # the data of level 1, (N, c_1, H, W)
+        u = None  # u_1 = 0 (line 1)
+        r = f_1  # what the next level receives: f_1 for level 1 (no transfer), then the exit residual r_l
         last = len(self.levels) - 1
-        for i, level in enumerate(self.levels):
-            u, f = level(u, f, last=i == last)
+        for i, level in enumerate(self.levels):  # line 2; every level is smoothed (docs/architectures.md 9)
+            u, r = level(u, r, last=i == last)  # u_l, r_l (r_L is None: nothing follows the last level)
         return u  # (N, c_L, H / 2^(L-1), W / 2^(L-1))
 
     def unused_parameters(self) -> list[nn.Parameter]:
@@ -147,9 +154,9 @@ def mgnet(
     """MgNet (He & Xu 2019) as used in the MGiaD/Poly-MgNet papers: shared A (and B) per level, FAS transfer.
 
     This is the MGiaD/Poly-MgNet authors' variant, not He & Xu's own network (:func:`mgnet_hexu`): the widths
-    double across levels, Pi and R are depthwise 3x3 convolutions without norm or activation, the exit data is
-    ``act(f - A u)``, and a level-1 Pi/R pair is created but never applied. It computes the same function as the
-    MGiaD/Poly-MgNet authors' released code.
+    double across levels, Pi and R are depthwise 3x3 convolutions without norm or activation, the exit residual
+    passed to the next level is ``act(f - A u)``, and a level-1 Pi/R pair is created but never applied. It computes
+    the same function as the MGiaD/Poly-MgNet authors' released code.
 
     Args:
         widths: level widths; default [64, 128, 256, 256] (``levels=4``) or [16, 32, 64] (``levels=3``).
@@ -197,8 +204,8 @@ def mgnet_hexu(
 
     and on every level ``nu_l`` steps ``u <- u + act(norm(B act(norm(f - A u))))`` starting from ``u_1 = 0``.
     Unlike :func:`mgnet` (the MGiaD/Poly-MgNet authors' variant) the width is the same on all levels, Pi and R are
-    fully coupled convolutions (9 c^2 weights each), there is no level-1 transfer pair, and the exit data is the
-    plain residual. With ``smoothing_steps=(2, 2, 2, 2)`` and B shared per level the model has
+    fully coupled convolutions (9 c^2 weights each), there is no level-1 transfer pair, and the exit residual is the
+    plain ``f - A u`` (no activation). With ``smoothing_steps=(2, 2, 2, 2)`` and B shared per level the model has
     ``126 c^2 + 83 c + 10`` weights for 3 input channels and 10 classes: 521,418 at c = 64 and 8,278,794 at
     c = 256, the counts of the released code.
 

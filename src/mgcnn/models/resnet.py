@@ -68,6 +68,30 @@ class BasicBlock(nn.Module, FastPath):
 
 
 class CifarResNet(ImageClassifier):
+    """ResNet (He, Zhang, Ren, Sun, CVPR 2016): a stem, stages of :class:`BasicBlock`, and a GAP + linear head.
+
+    Every block is the residual unit ``y = act(F(x) + shortcut(x))`` with ``F = conv3x3-norm-act-conv3x3-norm``:
+    the paper's eq. (1) with an identity shortcut, or, where the width or resolution changes, eq. (2) with a
+    projection ``W_s`` (``shortcut="B"``: 1x1 strided conv + norm) or the parameter-free shortcut (``"A"``: subsample
+    and zero-pad the channels), the options A and B of its Sec. 3.3. The first block of every stage after the first
+    has stride 2. (The MGiaD paper's smoothing iteration, its eq. 3, is the multigrid reading of such a block.)
+    Build the papers' baselines with :func:`resnet18` and :func:`resnet20`; layouts and counts:
+    docs/architectures.md 5.
+
+    Args:
+        widths: channel count of each stage; the stem outputs ``widths[0]``.
+        blocks: number of blocks per stage.
+        shortcut: ``"A"`` or ``"B"`` (above).
+        num_classes: outputs of the linear classifier.
+        in_channels: channels of the input images.
+        norm_layer, act_layer: factories ``norm_layer(channels)`` and ``act_layer()`` (e.g. ``nn.BatchNorm2d``,
+            ``nn.ReLU``; :func:`mgcnn.layers.get_norm_layer` resolves names).
+        stem: ``"cifar"``, ``"cifar_pool"`` or ``"imagenet"`` (:class:`mgcnn.layers.Stem`).
+
+    ``forward(x)`` maps ``(N, in_channels, H, W)`` images to ``(N, num_classes)`` logits; ``forward_features(x)``
+    returns the last stage's feature map.
+    """
+
     def __init__(
         self,
         widths: Sequence[int],

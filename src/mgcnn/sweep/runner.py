@@ -113,6 +113,42 @@ def run_sweep(
     slurm: dict[str, Any] | None = None,
     log=print,
 ) -> list[Outcome]:
+    """Run every run of ``study`` into the sweep directory ``out``: finished runs are skipped, interrupted ones
+    resumed, and a failed run does not stop the others.
+
+    The runs are ``expand(study, seeds=seeds, overrides=overrides)`` (rows x grid x seeds); each trains into
+    ``out/runs/<run id>`` (layout in the module docstring), the run id being the hash of its resolved config. Before
+    anything is written, two runs with the same configuration and a dataset that cannot be found raise; then
+    ``out/index.jsonl`` is written and the runs start. A run whose directory holds ``result.json`` is skipped, one
+    locked by a live process is left to it ("running elsewhere"), one with ``checkpoint.pt`` is resumed; with the
+    local executor the state is checked again just before each run starts. A failure is recorded in the run's
+    ``error.txt`` (never inside a finished run) and logged.
+
+    Args:
+        study: the study (:class:`mgcnn.sweep.study.Study`, e.g. from ``load_study``).
+        out: the sweep directory; created if missing.
+        seeds: the seeds to run (default: the study's own ``seeds``).
+        overrides: config fields set on every run after its row and grid values (``"model_kwargs.KEY"`` sets one
+            model argument).
+        executor: one of :data:`EXECUTORS`: ``"local"``, ``"slurm"`` or ``"submitit-local"`` (module docstring).
+        jobs: with ``"local"``: 1 trains the runs one after another in this process; more run that many
+            ``mgcnn train`` subprocesses at a time (one GPU each when there are GPUs, else an equal share of the
+            CPUs each).
+        slurm: submitit parameters for ``"slurm"`` (e.g. ``{"slurm_partition": "gpu", "timeout_min": 600}``), over
+            the defaults of 24 h, 1 GPU and 8 CPUs per job; ``"submitit-local"`` reads only ``timeout_min``
+            (default 60).
+        log: called with each progress line (default :func:`print`).
+
+    Returns:
+        One :class:`Outcome` per run of the study, in study order: its id, label, seed, status (``"finished"``,
+        ``"skipped"``, ``"running elsewhere"`` or ``"failed"``), whether it was resumed, and for a failure the last
+        line of its error.
+
+    Raises:
+        ValueError: an unknown ``executor``, ``jobs < 1``, an invalid configuration in the study, two runs with the
+            same configuration, or a slurm executor without submitit installed.
+        mgcnn.data.DatasetNotFoundError: a dataset of the runs is not found (and they do not download it).
+    """
     if executor not in EXECUTORS:
         raise ValueError(f"executor={executor!r} is not supported; use one of {EXECUTORS}")
     if jobs < 1:
