@@ -24,7 +24,7 @@ from mgcnn.train import (
 )
 from mgcnn.train.engine import resolve_device
 from mgcnn.train.checkpoint import save_checkpoint
-from tests.train.conftest import tiny
+from tests.helpers import tiny
 
 
 

@@ -15,23 +15,7 @@ from mgcnn import cli
 from mgcnn.fileio import DirectoryLock, atomic_write_text
 from mgcnn.train import CheckpointError, RunDirectoryError, TrainConfig, TrainingDivergedError, load_checkpoint, train
 from mgcnn.train.engine import RunLockedError, available_cpus
-from tests.helpers import write_cifar
-from tests.train.conftest import TINY, tiny
-
-TINY_ARGS = ["--dataset", "cifar10", "--model", "mgiad", "--model-arg", "widths=[8, 16]", "--model-arg",
-             "coarse_channels=4", "--model-arg", "group_size=2", "--batch-size", "16", "--threads", "1"]
-quiet = dict(progress=False, log=lambda s: None)
-
-
-def printed_config(capsys, *args) -> dict:
-    assert cli.main(["train", *args, "--print-config"]) == 0
-    return yaml.safe_load(capsys.readouterr().out)
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "Traceback" not in err[0], err
-    return err[0]
+from tests.helpers import TINY, TINY_ARGS, one_error_line, printed_config, quiet, tiny, write_cifar
 
 
 # -- 1. numbers and booleans in YAML ---------------------------------------------------------------------------------
