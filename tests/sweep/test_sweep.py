@@ -9,8 +9,7 @@ import pytest
 import yaml
 
 from mgcnn import cli
-from mgcnn.papers.studies import STUDY_DIR, render, studies
-from mgcnn.sweep import aggregate, builtin_studies, collect, config_hash, expand, load_study, run_sweep, write_report
+from mgcnn.sweep import aggregate, collect, config_hash, expand, load_study, run_sweep, write_report
 from mgcnn.train import TrainConfig, load_checkpoint, train
 from tests.helpers import write_cifar
 
@@ -58,17 +57,6 @@ def test_config_hash_same_config_same_id_any_change_new_id():
     for change in ({"lr": 0.051}, {"seed": 1}, {"model_kwargs": {"group_size": 8}}, {"epochs": 6},
                    {"dataset": "cifar10"}):
         assert config_hash(TrainConfig(**{**a.to_dict(), **change})) != config_hash(a), change
-
-
-def test_builtin_studies_are_the_paper_tables():
-    names = builtin_studies()
-    assert {f"mgiad-table-{t}" for t in ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX")} <= set(names)
-    for name, study in studies().items():  # committed files equal the generator's output
-        assert (STUDY_DIR / f"{name}.yaml").read_text() == render(study), name
-    iv = load_study("mgiad-table-IV")
-    assert iv.base == {"recipe": "mgiad-fmnist", "dataset": "fashion-mnist"}
-    assert [r["paper"]["weights_k"] for r in iv.rows] == [270, 101, 28, 37, 55]
-    assert len(expand(iv)) == 5 * 3
 
 
 def test_sweep_skips_finished_resumes_interrupted_and_survives_failures(data_dir, tmp_path):
