@@ -1,5 +1,5 @@
-"""The sweep runner (mgcnn.sweep.runner): skip, resume, failures, parallel jobs, executors, and trainers that do not
-outlive their sweep."""
+"""The sweep runner (mgcnn.sweep.runner): skip, resume, failures, parallel jobs, executors, trainers that do not
+outlive their sweep, runs locked or finished elsewhere, duplicated rows and missing data refused before any run."""
 
 import json
 import sys
@@ -8,9 +8,10 @@ import pytest
 import yaml
 
 from mgcnn import cli
+from mgcnn.fileio import DirectoryLock
 from mgcnn.sweep import expand, load_study, run_sweep
 from mgcnn.train import TrainConfig, load_checkpoint, train
-from tests.helpers import write_cifar
+from tests.helpers import TINY, one_error_line, write_cifar
 
 TINY_BASE = {"dataset": "cifar10", "epochs": 1, "batch_size": 16, "eval_batch_size": 32, "verify_data": False,
              "threads": 1, "channels_last": False, "model": "mgiad",
@@ -142,3 +143,61 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes(data_dir, tmp_path):
     assert [h["epoch"] for h in history] == list(range(1, 41))
     log = job.stdout() or ""
     assert "Requeued job" in log and f"resuming {run} after epoch" in log
+
+
+def test_sweep_skips_runs_locked_by_another_process(data_root, tmp_path):
+    from mgcnn.sweep import load_study, run_sweep
+
+    study = load_study({"name": "s", "base": {**TINY, "epochs": 1, "data_dir": str(data_root)},
+                        "rows": [{"label": "a"}, {"label": "b", "model_kwargs.group_size": 4}]})
+    from mgcnn.sweep import expand
+
+    first = expand(study)[0]
+    holder = DirectoryLock(tmp_path / "sw" / "runs" / first.run_id)
+    assert holder.acquire()
+    try:
+        out = run_sweep(study, tmp_path / "sw", log=lambda s: None)
+    finally:
+        holder.release()
+    assert [o.status for o in out] == ["running elsewhere", "finished"]
+    assert not (tmp_path / "sw" / "runs" / first.run_id / "checkpoint.pt").exists()
+
+
+def test_duplicated_rows_are_refused_and_finished_runs_never_get_an_error_file(data_root, tmp_path, capsys):
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"name": "s", "base": {**TINY, "epochs": 1, "data_dir": str(data_root)},
+                                     "rows": [{"label": "a"}, {"label": "a again"}]}))
+    assert cli.main(["sweep", str(study), "--out", str(tmp_path / "sw")]) == 2
+    assert "rows 'a' and 'a again' (seed 0) resolve to the same configuration" in one_error_line(capsys)
+    assert not (tmp_path / "sw").exists()
+
+
+def test_a_sweep_whose_data_is_missing_stops_before_the_first_run(tmp_path, capsys):
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"name": "s", "base": {**TINY, "data_dir": str(tmp_path / "nowhere")},
+                                     "seeds": 3}))
+    assert cli.main(["sweep", str(study), "--out", str(tmp_path / "sw")]) == 2
+    err = capsys.readouterr().err
+    assert "cifar10: cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/ folder) not found" in err
+    assert "Traceback" not in err and not (tmp_path / "sw").exists()  # not one failure per run
+
+
+def test_sweep_rechecks_each_run_just_before_it_starts(data_root, tmp_path, monkeypatch):
+    from mgcnn.sweep import expand, load_study, run_sweep
+    from mgcnn.sweep import runner
+
+    study = load_study({"name": "s", "base": {**TINY, "epochs": 1, "data_dir": str(data_root)},
+                        "rows": [{"label": "a"}, {"label": "b", "model_kwargs.group_size": 4}]})
+    second = tmp_path / "sw" / "runs" / expand(study)[1].run_id
+    real = runner._run_in_process
+
+    def run_and_let_another_sweep_finish_b(cfg, resume):
+        out = real(cfg, resume)
+        second.mkdir(parents=True, exist_ok=True)
+        (second / "result.json").write_text(json.dumps({"test_acc": 1.0}))  # finished elsewhere meanwhile
+        return out
+
+    monkeypatch.setattr(runner, "_run_in_process", run_and_let_another_sweep_finish_b)
+    out = run_sweep(study, tmp_path / "sw", log=lambda s: None)
+    assert [o.status for o in out] == ["finished", "skipped"]
+    assert not (second / "error.txt").exists()

@@ -1,13 +1,15 @@
-"""Studies (mgcnn.sweep.study): rows, grids, seeds and recipes expanded into runs, and the config hash that names a
-run."""
+"""Studies (mgcnn.sweep.study): rows, grids, seeds and recipes expanded into runs, the config hash that names a run,
+and one clear line for a bad study."""
 
 from pathlib import Path
 
 import pytest
 import yaml
 
+from mgcnn import cli
 from mgcnn.sweep import config_hash, expand, load_study
 from mgcnn.train import TrainConfig
+from tests.helpers import one_error_line
 
 
 def test_expansion_rows_grid_seeds_and_recipe():
@@ -51,3 +53,16 @@ def test_committed_runs_keep_their_ids_and_recorded_configs_their_meaning():
         cfg = TrainConfig.from_record(recorded)
         assert (cfg.train_size, cfg.tta_flip, cfg.eval_every) == (None, False, 1)
         assert config_hash(cfg) == run.name
+
+
+@pytest.mark.parametrize("study,message", [
+    ({"name": "s", "base": {"recipe": "fast"}}, "recipe='fast' is not known"),
+    ({"name": "s", "seeds": "two"}, "seeds='two' is invalid; use a count"),
+    ({"name": "s", "rows": {"label": "a"}}, "rows must be a list of mappings"),
+    ({"name": "s", "grid": {"lr": 0.1}}, "grid must map fields to non-empty lists"),
+])
+def test_bad_studies_are_one_clear_line(study, message, tmp_path, capsys):
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(study))
+    assert cli.main(["sweep", str(f), "--out", str(tmp_path / "sw")]) == 2
+    assert message in one_error_line(capsys)
