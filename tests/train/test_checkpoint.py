@@ -1,12 +1,41 @@
-"""Checkpoints (mgcnn.train.checkpoint): damaged content caught by its checksum, missing keys and weights that do
-not fit the model reported in one line."""
+"""Checkpoints (mgcnn.train.checkpoint): a kill while writing never corrupts one, damaged content is caught by its
+checksum, missing keys and weights that do not fit the model are reported in one line."""
+
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from mgcnn import cli
 from mgcnn.train import CheckpointError, load_checkpoint, train
+from mgcnn.train.checkpoint import save_checkpoint
 from tests.helpers import one_error_line, quiet, tiny
+
+_KILL_WRITER = r"""
+import sys, torch
+from mgcnn.train.checkpoint import save_checkpoint
+path = sys.argv[1]
+i = 0
+while True:
+    i += 1
+    save_checkpoint(path, {"i": i, "w": torch.full((4_000_000,), float(i))})  # 16 MB per write
+"""
+
+
+def test_sigkill_while_writing_never_corrupts_the_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"i": 0, "w": torch.zeros(4_000_000)})
+    for delay in (0.3, 0.55, 0.8):
+        proc = subprocess.Popen([sys.executable, "-c", _KILL_WRITER, str(path)])
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state = torch.load(path, weights_only=True)
+        assert torch.all(state["w"] == float(state["i"]))  # a complete, self-consistent checkpoint
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".pt" and p.name != "checkpoint.pt"]
 
 
 def test_a_flipped_byte_inside_a_tensor_is_caught(data_root, tmp_path, capsys):

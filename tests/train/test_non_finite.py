@@ -3,8 +3,21 @@
 import pytest
 import torch
 
-from mgcnn.train import TrainingDivergedError, train
+from mgcnn.train import TrainingDivergedError, load_checkpoint, train
 from tests.helpers import quiet, tiny
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path, monkeypatch):
+    from mgcnn.train import engine
+
+    cfg = tiny(data_root, tmp_path / "run", epochs=3, schedule="constant")
+    train(cfg, stop_after=1, progress=False, log=lambda s: None)
+    good = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    monkeypatch.setattr(engine, "lr_factor", lambda cfg, progress: 1e30)  # a resume may not change lr itself
+    with pytest.raises(TrainingDivergedError, match="after epoch 1\\) is kept"):
+        train(cfg, resume=True, progress=False, log=lambda s: None)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == good
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
 
 
 def test_a_non_finite_model_is_never_saved(data_root, tmp_path, monkeypatch):

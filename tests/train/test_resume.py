@@ -1,11 +1,34 @@
-"""Resuming a run: the checkpoint is the truth; a resume refuses changes that would not happen and restores the
-records a kill lost."""
+"""Resuming a run: bitwise exact, and the checkpoint is the truth: a resume refuses changes that would not happen
+and restores the records a kill lost."""
 
 import json
 
+import pytest
+import torch
+
 from mgcnn import cli
-from mgcnn.train import load_checkpoint, train
+from mgcnn.train import RunDirectoryError, load_checkpoint, train
 from tests.helpers import one_error_line, quiet, tiny
+
+
+def test_resume_is_bitwise_exact(data_root, tmp_path, device):
+    kw = dict(deterministic=True, schedule="onecycle", warmup_epochs=0.5, device=device)
+    straight = tiny(data_root, tmp_path / "a", **kw)
+    train(straight, progress=False, log=lambda s: None)
+    split = tiny(data_root, tmp_path / "b", **kw)
+    assert train(split, stop_after=1, progress=False, log=lambda s: None) is None
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
+    with pytest.raises(RunDirectoryError, match="unfinished run"):
+        train(split, progress=False, log=lambda s: None)
+    train(split, resume=True, progress=False, log=lambda s: None)
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert [h["test_acc"] for h in a["history"]] == [h["test_acc"] for h in b["history"]]
 
 
 def test_resume_refuses_changes_that_would_not_happen_and_allows_the_others(data_root, tmp_path, capsys):
