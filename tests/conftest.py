@@ -39,3 +39,19 @@ def pytest_generate_tests(metafunc):
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture()
+def cifar(tmp_path, monkeypatch):
+    """A tiny official-format CIFAR-10 archive (64 training, 32 test images) under tmp_path/data, the registry's
+    checksums its own: (the data root, the archive's members)."""
+    from tests.helpers import write_cifar  # imported when used: nothing of mgcnn before pytest_configure
+
+    blobs = write_cifar(tmp_path / "data", n_train=64, n_test=32, monkeypatch=monkeypatch)
+    return tmp_path / "data", blobs
+
+
+@pytest.fixture()
+def data_root(cifar):
+    """The data root of :func:`cifar`."""
+    return cifar[0]

@@ -1,4 +1,5 @@
-"""Test helpers: where the real FashionMNIST is, and tiny datasets written in the exact official formats."""
+"""Test helpers: where the real FashionMNIST is, tiny datasets written in the exact official formats, a tiny training
+run (its config and CLI arguments), and running the CLI to read what it prints."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from mgcnn import cli
 from mgcnn.data import registry
 from mgcnn.data.io import md5_bytes, md5_file
+from mgcnn.train import TrainConfig
 
 # The data root (a folder holding fashion-mnist/) of the tests that need the real FashionMNIST: $MGCNN_TEST_DATA,
 # else ../shared/data beside the repository. A separate variable from the library's $MGCNN_DATA, so that pointing
@@ -98,3 +102,28 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 def gz(data: bytes, mtime: int = 0) -> bytes:
     return gzip.compress(data, mtime=mtime)
+
+
+# -- a tiny training run and the CLI -----------------------------------------------------------------------------------
+# A tiny MGiaD run on the tiny CIFAR-10 of the ``data_root`` fixture, as a config and as `mgcnn train` arguments.
+TINY = dict(model="mgiad", model_kwargs={"widths": [8, 16], "coarse_channels": 4, "group_size": 2},
+            dataset="cifar10", train_subset=None, batch_size=16, eval_batch_size=32, epochs=2, lr=0.05,
+            schedule="cosine", threads=1, train_size=None, tta_flip=False, eval_every=1)  # no speedrun ingredients
+TINY_ARGS = ["--dataset", "cifar10", "--model", "mgiad", "--model-arg", "widths=[8, 16]", "--model-arg",
+             "coarse_channels=4", "--model-arg", "group_size=2", "--batch-size", "16", "--threads", "1"]
+quiet = dict(progress=False, log=lambda s: None)
+
+
+def tiny(data_root, out, **kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, "data_dir": str(data_root), "out": str(out), **kw})
+
+
+def printed_config(capsys, *args) -> dict:
+    assert cli.main(["train", *args, "--print-config"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]

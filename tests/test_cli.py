@@ -42,24 +42,3 @@ def test_models_without_a_match_names_what_exists(capsys):
     assert cli.main(["models", "nonexistent*"]) == 2
     err = capsys.readouterr().err
     assert "no registered model matches 'nonexistent*'" in err and "mgiad" in err and "poly_mgnet" in err
-
-
-@pytest.mark.parametrize("table,expected", [("4", "IV"), ("iv", "IV"), ("IX", "IX"), ("code", "code")])
-def test_params_table_accepts_arabic_and_roman_numbers(table, expected, capsys):
-    assert cli.main(["params", "--table", table]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines()[2:] if line and not line[0].isspace()]
-    assert rows and rows[0].split()[0] == expected
-
-
-@pytest.mark.parametrize("table", ["XI", "12", "foo"])
-def test_params_unknown_table_lists_the_tables(table, capsys):
-    assert cli.main(["params", "--table", table]) == 2
-    err = capsys.readouterr().err
-    assert f"--table {table!r} does not exist; tables: I, II, III, IV" in err and "code" in err
-
-
-def test_params_output_points_only_inside_the_repository(capsys):
-    assert cli.main(["params"]) == 0
-    out = capsys.readouterr().out
-    assert "spec " not in out and "shared/" not in out
-    assert "docs/weight-counts.md" in out

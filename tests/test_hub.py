@@ -15,19 +15,9 @@ import mgcnn
 from mgcnn import cli
 from mgcnn.train import TrainConfig, evaluate_checkpoint, train
 from mgcnn.train.engine import validation_split
-from tests.helpers import FMNIST_REASON, HAVE_FMNIST, TEST_DATA, write_cifar
+from tests.helpers import FMNIST_REASON, HAVE_FMNIST, TEST_DATA, TINY, quiet, write_cifar
 
-TINY = dict(model="mgiad", model_kwargs={"widths": [8, 16], "coarse_channels": 4, "group_size": 2},
-            dataset="cifar10", batch_size=16, eval_batch_size=32, epochs=2, lr=0.05, schedule="cosine", threads=1,
-            train_size=None, tta_flip=False, eval_every=1)
-quiet = dict(progress=False, log=lambda s: None)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture()
-def cifar(tmp_path, monkeypatch):
-    blobs = write_cifar(tmp_path / "data", n_train=64, n_test=32, monkeypatch=monkeypatch)
-    return tmp_path / "data", blobs
 
 
 @pytest.fixture()

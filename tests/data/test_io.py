@@ -118,3 +118,16 @@ def test_cifar_pickle_cannot_run_code(tmp_path, monkeypatch):
     (tmp_path / "cifar10" / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(Evil()))
     with pytest.raises(DatasetCorruptError, match="refusing to load builtins.print"):
         load_cifar("cifar10", tmp_path, verify=False)
+
+
+def test_cifar_member_holding_floats_is_refused(tmp_path, monkeypatch):
+    from mgcnn.data import DatasetCorruptError, load_dataset
+    from tests.helpers import cifar_batch
+
+    blobs = write_cifar(tmp_path / "d", archive=False, monkeypatch=monkeypatch)
+    d = pickle.loads(blobs["test_batch"])
+    d[b"data"] = (d[b"data"] / 255.0).astype("float32")  # 0..1 floats: cast to uint8 they become all-zero images
+    (tmp_path / "d" / "cifar10" / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(d, protocol=2))
+    with pytest.raises(DatasetCorruptError, match="'data' holds float32 values, not the 0-255 bytes"):
+        load_dataset("cifar10", tmp_path / "d", verify=False)
+    assert cifar_batch  # the helper the fixture files come from

@@ -7,7 +7,7 @@ from torch import nn
 from mgcnn.models import create_model
 from mgcnn.train import TrainConfig, load_checkpoint, train
 from mgcnn.train.optim import Muon, build_optimizer, muon_parameters, orthogonalize
-from tests.train.conftest import tiny
+from tests.helpers import tiny
 
 
 @pytest.mark.parametrize("shape", [(3, 8, 72), (2, 40, 9), (1, 16, 16)])

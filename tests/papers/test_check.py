@@ -1,11 +1,9 @@
-"""The papers' #weights, row by row (docs/architectures.md 6f, 7g; docs/weight-counts.md)."""
+"""mgcnn.papers.check and `mgcnn params`: the papers' #weights, row by row, beside ours (docs/architectures.md 6f,
+7g; docs/weight-counts.md), and the tables the command prints."""
 
 import pytest
-import torch
 
-import mgcnn
 from mgcnn import cli, papers
-from mgcnn.models.counting import round_thousands
 from mgcnn.papers import tables
 
 # Exact counts derived independently (closed-form counter, docs/architectures.md), CIFAR-10 unless noted.
@@ -75,12 +73,6 @@ def checks():
     return papers.check_rows()
 
 
-def test_round_thousands_is_half_up():
-    assert round_thousands(2_750_666) == 2751
-    assert round_thousands(147_658) == 148
-    assert round_thousands(586_499) == 586 and round_thousands(586_500) == 587
-
-
 def test_every_row_matches_or_is_a_documented_paper_error(checks):
     bad = [(c.row.table, c.row.label, c.row.reported_k, c.ours) for c in checks if c.status == "MISMATCH"]
     assert bad == []
@@ -132,12 +124,22 @@ def test_cli_params_check_fails_on_a_real_mismatch(monkeypatch, capsys):
     assert cli.main(["params"]) == 0  # without --check the table is only printed
 
 
-@pytest.mark.parametrize("c", [8, 64, 100, 256])
-def test_hexu_mgnet_count_formula(c):
-    """He & Xu's MgNet, 4 levels x 2 steps, shared B^l: 126 c^2 + 83 c + 10 (3 input channels, 10 classes);
-    a new B per step (--wise-B in their code) adds 4 * 9 c^2."""
-    with torch.device("meta"):
-        shared = mgcnn.create_model("mgnet_hexu", channels=c)
-        wise = mgcnn.create_model("mgnet_hexu", channels=c, share="A")
-    assert mgcnn.count_parameters(shared) == 126 * c * c + 83 * c + 10
-    assert mgcnn.count_parameters(wise) - mgcnn.count_parameters(shared) == 36 * c * c
+@pytest.mark.parametrize("table,expected", [("4", "IV"), ("iv", "IV"), ("IX", "IX"), ("code", "code")])
+def test_params_table_accepts_arabic_and_roman_numbers(table, expected, capsys):
+    assert cli.main(["params", "--table", table]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines()[2:] if line and not line[0].isspace()]
+    assert rows and rows[0].split()[0] == expected
+
+
+@pytest.mark.parametrize("table", ["XI", "12", "foo"])
+def test_params_unknown_table_lists_the_tables(table, capsys):
+    assert cli.main(["params", "--table", table]) == 2
+    err = capsys.readouterr().err
+    assert f"--table {table!r} does not exist; tables: I, II, III, IV" in err and "code" in err
+
+
+def test_params_output_points_only_inside_the_repository(capsys):
+    assert cli.main(["params"]) == 0
+    out = capsys.readouterr().out
+    assert "spec " not in out and "shared/" not in out
+    assert "docs/weight-counts.md" in out

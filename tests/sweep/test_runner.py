@@ -1,18 +1,17 @@
-"""Studies, config hashing, the sweep runner (skip, resume, failures, executors) and reports."""
+"""The sweep runner (mgcnn.sweep.runner): skip, resume, failures, parallel jobs, executors, trainers that do not
+outlive their sweep, runs locked or finished elsewhere, duplicated rows and missing data refused before any run."""
 
 import json
-import statistics
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from mgcnn import cli
-from mgcnn.papers.studies import STUDY_DIR, render, studies
-from mgcnn.sweep import aggregate, builtin_studies, collect, config_hash, expand, load_study, run_sweep, write_report
+from mgcnn.fileio import DirectoryLock
+from mgcnn.sweep import expand, load_study, run_sweep
 from mgcnn.train import TrainConfig, load_checkpoint, train
-from tests.helpers import write_cifar
+from tests.helpers import TINY, one_error_line, write_cifar
 
 TINY_BASE = {"dataset": "cifar10", "epochs": 1, "batch_size": 16, "eval_batch_size": 32, "verify_data": False,
              "threads": 1, "channels_last": False, "model": "mgiad",
@@ -29,46 +28,6 @@ def tiny_study(data_dir, rows=None, seeds=2, **extra):
     return load_study({"name": "tiny", "base": {**TINY_BASE, "data_dir": data_dir, **extra},
                        "rows": rows or [{"label": "a"}, {"label": "b", "model_kwargs.group_size": 4}],
                        "seeds": seeds})
-
-
-def test_expansion_rows_grid_seeds_and_recipe():
-    st = load_study({"name": "s", "base": {"recipe": "mgiad", "dataset": "cifar10"},
-                     "rows": [{"model": "mgiad_c64_g4"}, {"model": "mgiad_c64_g8", "label": "g8",
-                                                         "paper": {"test_acc": 94.58}}],
-                     "grid": {"lr": [0.05, 0.1], "model_kwargs.post_smoothing": [1, 2]}, "seeds": 2})
-    runs = expand(st)
-    assert len(runs) == 2 * 4 * 2
-    assert {r.config.lr for r in runs} == {0.05, 0.1} and {r.config.seed for r in runs} == {0, 1}
-    assert all(r.config.epochs == 400 and r.config.schedule == "cosine" for r in runs)  # the recipe
-    assert {r.config.model_kwargs["post_smoothing"] for r in runs} == {1, 2}
-    assert runs[-1].label == "g8" and runs[-1].paper == {"test_acc": 94.58}
-    assert len({r.run_id for r in runs}) == len(runs)
-    assert len(expand(st, seeds=[7], overrides={"epochs": 2})) == 8
-    assert all(r.config.epochs == 2 for r in expand(st, overrides={"epochs": 2}))
-    with pytest.raises(ValueError, match="unknown key"):
-        load_study({"name": "x", "rowz": []})
-    with pytest.raises(ValueError, match="neither a file nor a built-in study"):
-        load_study("no-such-study")
-
-
-def test_config_hash_same_config_same_id_any_change_new_id():
-    a = TrainConfig(model="mgiad", model_kwargs={"group_size": 4})
-    same = TrainConfig(model="mgiad", model_kwargs={"group_size": 4}, out="/else", data_dir="/data", threads=1)
-    assert config_hash(a) == config_hash(same)  # where and how fast a run happens is not part of its identity
-    for change in ({"lr": 0.051}, {"seed": 1}, {"model_kwargs": {"group_size": 8}}, {"epochs": 6},
-                   {"dataset": "cifar10"}):
-        assert config_hash(TrainConfig(**{**a.to_dict(), **change})) != config_hash(a), change
-
-
-def test_builtin_studies_are_the_paper_tables():
-    names = builtin_studies()
-    assert {f"mgiad-table-{t}" for t in ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX")} <= set(names)
-    for name, study in studies().items():  # committed files equal the generator's output
-        assert (STUDY_DIR / f"{name}.yaml").read_text() == render(study), name
-    iv = load_study("mgiad-table-IV")
-    assert iv.base == {"recipe": "mgiad-fmnist", "dataset": "fashion-mnist"}
-    assert [r["paper"]["weights_k"] for r in iv.rows] == [270, 101, 28, 37, 55]
-    assert len(expand(iv)) == 5 * 3
 
 
 def test_sweep_skips_finished_resumes_interrupted_and_survives_failures(data_dir, tmp_path):
@@ -117,58 +76,6 @@ def test_cli_sweep_list_and_run(data_dir, tmp_path, capsys):
     assert cli.main(argv) == 0  # the second time everything is skipped
     assert "1 skipped" in capsys.readouterr().out
     assert cli.main(["sweep", str(study), "--out", str(tmp_path / "bad"), "--set", "model_kwargs.group_size=3"]) == 1
-
-
-def _fake_run(root, run_id, model, seed, test, train_acc, params=1000, dataset="fashion-mnist", epochs=3):
-    d = root / "runs" / run_id
-    d.mkdir(parents=True)
-    cfg = TrainConfig(model=model, dataset=dataset, seed=seed, epochs=epochs).to_dict()
-    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-    (d / "result.json").write_text(json.dumps({"test_acc": test, "train_acc": train_acc, "params": params + 650,
-                                               "params_no_head": params, "epochs": epochs}))
-
-
-def test_report_aggregates_seeds_and_writes_csv_md_and_plot(tmp_path, capsys):
-    _fake_run(tmp_path, "r1", "mgiad_l3_c16_g8", 0, 90.0, 91.0, 36944)
-    _fake_run(tmp_path, "r2", "mgiad_l3_c16_g8", 1, 92.0, 93.0, 36944)
-    _fake_run(tmp_path, "r3", "resnet20", 0, 89.0, 90.0, 268784)
-    rows = aggregate(collect(tmp_path))
-    g8 = next(r for r in rows if r["model"] == "mgiad_l3_c16_g8")
-    assert g8["seeds"] == 2 and g8["test_acc_mean"] == 91.0
-    assert g8["test_acc_std"] == pytest.approx(statistics.stdev([90.0, 92.0]))
-    assert g8["paper_test_acc"] == 93.35 and g8["paper_weights_k"] == 37 and g8["params"] == 36944
-    assert next(r for r in rows if r["model"] == "resnet20")["seeds"] == 1
-    paths = write_report(rows, tmp_path / "report")
-    assert paths["plot"].stat().st_size > 10_000
-    md = paths["md"].read_text()
-    assert "91.00 ± 1.41" in md and "93.35 ± 0.09" in md and "3 of 3" in md
-    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "r2")]) == 0
-    assert (tmp_path / "r2" / "report.csv").read_text().count("\n") == 3
-    assert cli.main(["report", str(tmp_path / "empty")]) == 2
-
-
-def _committed_results():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2] / "results"
-    return sorted(p.parent for p in root.glob("*/index.jsonl"))
-
-
-@pytest.mark.parametrize("folder", _committed_results(), ids=lambda p: p.name)
-def test_report_reproduces_every_committed_results_folder(folder, tmp_path, capsys):
-    """A committed sweep carries what `mgcnn report` needs (config, result, metrics of every run), and the report
-    made from the clone equals the committed one."""
-    import csv
-
-    assert cli.main(["report", str(folder), "--out", str(tmp_path)]) == 0
-    index = [json.loads(x) for x in (folder / "index.jsonl").read_text().splitlines() if x.strip()]
-    for entry in index:
-        run = folder / "runs" / entry["run_id"]
-        assert {"config.yaml", "result.json", "metrics.jsonl"} <= {p.name for p in run.iterdir()}, run
-    ours = list(csv.DictReader((tmp_path / "report.csv").open()))
-    committed = list(csv.DictReader((folder / "report.csv").open()))
-    key = lambda r: r["config_id"]  # noqa: E731
-    assert sorted(ours, key=key) == sorted(committed, key=key)
 
 
 def _alive(pid: int) -> bool:
@@ -238,15 +145,59 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes(data_dir, tmp_path):
     assert "Requeued job" in log and f"resuming {run} after epoch" in log
 
 
-def test_committed_runs_keep_their_ids_and_recorded_configs_their_meaning():
-    """The default recipe changed (the speedrun); the committed study's runs must map to the same ids, and a stored
-    config without the fields added since must read as what the run did, not as today's defaults."""
-    root = Path(__file__).resolve().parents[2] / "results" / "fmnist-table4-cpu"
-    ids = {r.run_id for r in expand(load_study("fmnist-table4-cpu"))}
-    assert ids == {p.name for p in (root / "runs").iterdir()}
-    for run in (root / "runs").iterdir():
-        recorded = yaml.safe_load((run / "config.yaml").read_text())
-        assert "train_size" not in recorded  # written before the field existed
-        cfg = TrainConfig.from_record(recorded)
-        assert (cfg.train_size, cfg.tta_flip, cfg.eval_every) == (None, False, 1)
-        assert config_hash(cfg) == run.name
+def test_sweep_skips_runs_locked_by_another_process(data_root, tmp_path):
+    from mgcnn.sweep import load_study, run_sweep
+
+    study = load_study({"name": "s", "base": {**TINY, "epochs": 1, "data_dir": str(data_root)},
+                        "rows": [{"label": "a"}, {"label": "b", "model_kwargs.group_size": 4}]})
+    from mgcnn.sweep import expand
+
+    first = expand(study)[0]
+    holder = DirectoryLock(tmp_path / "sw" / "runs" / first.run_id)
+    assert holder.acquire()
+    try:
+        out = run_sweep(study, tmp_path / "sw", log=lambda s: None)
+    finally:
+        holder.release()
+    assert [o.status for o in out] == ["running elsewhere", "finished"]
+    assert not (tmp_path / "sw" / "runs" / first.run_id / "checkpoint.pt").exists()
+
+
+def test_duplicated_rows_are_refused_and_finished_runs_never_get_an_error_file(data_root, tmp_path, capsys):
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"name": "s", "base": {**TINY, "epochs": 1, "data_dir": str(data_root)},
+                                     "rows": [{"label": "a"}, {"label": "a again"}]}))
+    assert cli.main(["sweep", str(study), "--out", str(tmp_path / "sw")]) == 2
+    assert "rows 'a' and 'a again' (seed 0) resolve to the same configuration" in one_error_line(capsys)
+    assert not (tmp_path / "sw").exists()
+
+
+def test_a_sweep_whose_data_is_missing_stops_before_the_first_run(tmp_path, capsys):
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"name": "s", "base": {**TINY, "data_dir": str(tmp_path / "nowhere")},
+                                     "seeds": 3}))
+    assert cli.main(["sweep", str(study), "--out", str(tmp_path / "sw")]) == 2
+    err = capsys.readouterr().err
+    assert "cifar10: cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/ folder) not found" in err
+    assert "Traceback" not in err and not (tmp_path / "sw").exists()  # not one failure per run
+
+
+def test_sweep_rechecks_each_run_just_before_it_starts(data_root, tmp_path, monkeypatch):
+    from mgcnn.sweep import expand, load_study, run_sweep
+    from mgcnn.sweep import runner
+
+    study = load_study({"name": "s", "base": {**TINY, "epochs": 1, "data_dir": str(data_root)},
+                        "rows": [{"label": "a"}, {"label": "b", "model_kwargs.group_size": 4}]})
+    second = tmp_path / "sw" / "runs" / expand(study)[1].run_id
+    real = runner._run_in_process
+
+    def run_and_let_another_sweep_finish_b(cfg, resume):
+        out = real(cfg, resume)
+        second.mkdir(parents=True, exist_ok=True)
+        (second / "result.json").write_text(json.dumps({"test_acc": 1.0}))  # finished elsewhere meanwhile
+        return out
+
+    monkeypatch.setattr(runner, "_run_in_process", run_and_let_another_sweep_finish_b)
+    out = run_sweep(study, tmp_path / "sw", log=lambda s: None)
+    assert [o.status for o in out] == ["finished", "skipped"]
+    assert not (second / "error.txt").exists()

@@ -1,0 +1,115 @@
+"""The run directory: what a run writes into it, one trainer at a time (locked), never overwritten unless asked,
+and one clear line when --out is a file, the disk is full or a file cannot be read."""
+
+import errno
+import json
+import os
+
+import pytest
+import torch
+import yaml
+
+from mgcnn import cli
+from mgcnn.fileio import DirectoryLock
+from mgcnn.models import count_parameters, create_model
+from mgcnn.train import RunDirectoryError, train
+from mgcnn.train.engine import RunLockedError, resolve_device
+from tests.helpers import TINY_ARGS, one_error_line, quiet, tiny
+
+
+def test_run_directory_contents(data_root, tmp_path, device):
+    res = train(tiny(data_root, tmp_path / "run", device=device), progress=False, log=lambda s: None)
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir() if p.name != "tb") == sorted(  # tb: TensorBoard, when installed
+        ["config.yaml", "metrics.jsonl", "result.json", "env.json", "checkpoint.pt", ".lock"])
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    assert set(lines[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr",
+                             "seconds", "images_per_sec", "images", "time"}
+    result = json.loads((run / "result.json").read_text())
+    for key in ("model", "dataset", "params", "epochs", "train_acc", "test_acc", "best_test_acc"):
+        assert key in result
+    assert result["epochs"] == 2 and result["test_acc"] == pytest.approx(lines[-1]["test_acc"])
+    assert result["params"] == res.params and 0 <= result["test_acc"] <= 100
+    # the recorded count is the papers' count of the model, including the level-1 Pi/R pair it freezes
+    cfg = tiny(data_root, run)
+    model = create_model(cfg.model, num_classes=10, in_channels=3, **cfg.model_kwargs)
+    assert model.unused_parameters() and res.params == count_parameters(model)
+    assert res.params_no_head == count_parameters(model, include_head=False)
+    assert yaml.safe_load((run / "config.yaml").read_text())["model_kwargs"]["group_size"] == 2
+    env = json.loads((run / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and "git_commit" in env
+    assert env["device"] == str(resolve_device(device))
+
+
+def test_refuses_to_overwrite_a_run_unless_asked(data_root, tmp_path):
+    cfg = tiny(data_root, tmp_path / "run", epochs=1)
+    train(cfg, progress=False, log=lambda s: None)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    with pytest.raises(RunDirectoryError, match="already holds a finished run.*--resume.*--overwrite"):
+        train(cfg, progress=False, log=lambda s: None)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before  # untouched
+    train(cfg, overwrite=True, progress=False, log=lambda s: None)
+    with pytest.raises(RunDirectoryError, match="no checkpoint.pt to resume"):
+        train(tiny(data_root, tmp_path / "empty"), resume=True, progress=False, log=lambda s: None)
+
+
+def test_a_locked_run_directory_is_not_touched(data_root, tmp_path):
+    run = tmp_path / "run"
+    train(tiny(data_root, run, epochs=1), **quiet)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock" and p.is_file()}
+    holder = DirectoryLock(run)
+    assert holder.acquire()
+    try:
+        with pytest.raises(RunLockedError, match=f"is being trained by pid {os.getpid()}"):
+            train(tiny(data_root, run, epochs=2), resume=True, **quiet)
+        with pytest.raises(RunLockedError):
+            train(tiny(data_root, run, epochs=1), overwrite=True, **quiet)
+    finally:
+        holder.release()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock" and p.is_file()} == before
+
+
+def test_out_that_is_a_file_no_space_and_permission_denied(data_root, tmp_path, capsys, monkeypatch):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert cli.main(["train", *TINY_ARGS, "--data-dir", str(data_root), "--out", str(f), "--epochs", "1"]) == 2
+    assert "is a file, not a directory" in one_error_line(capsys)
+
+    from mgcnn.train import engine
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(engine, "atomic_write_text", full)
+    assert cli.main(["train", *TINY_ARGS, "--data-dir", str(data_root), "--out", str(tmp_path / "r"),
+                     "--epochs", "1"]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("mgcnn train: error: No space left on device") and "free some space" in line
+    monkeypatch.undo()
+
+    from pathlib import Path
+
+    from mgcnn.data import io
+
+    real = Path.read_bytes
+
+    def denied(self):
+        if self.name.startswith("t10k"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self)
+
+    fm = tmp_path / "fm" / "fashion-mnist"
+    fm.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (fm / name).write_bytes(b"\0" * 16)
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(Exception, match="permission denied; make it readable") as info:
+        io.load_fashion_mnist(tmp_path / "fm", train=False)
+    assert "corrupted" not in str(info.value)
+
+
+def test_run_directory_error_is_still_raised_for_existing_runs(data_root, tmp_path):
+    train(tiny(data_root, tmp_path / "run", epochs=1), **quiet)
+    with pytest.raises(RunDirectoryError, match="already holds a finished run"):
+        train(tiny(data_root, tmp_path / "run", epochs=1), **quiet)
