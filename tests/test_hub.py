@@ -14,7 +14,7 @@ import torch
 import mgcnn
 from mgcnn import cli
 from mgcnn.train import TrainConfig, evaluate_checkpoint, train
-from mgcnn.train.engine import validation_split
+from mgcnn.data import validation_split
 from tests.helpers import FMNIST_REASON, HAVE_FMNIST, TEST_DATA, TINY, quiet, write_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,7 +184,7 @@ def test_no_commit_is_claimed_for_a_package_outside_its_own_checkout(tmp_path):
     shutil.copytree(ROOT / "src" / "mgcnn", other / "vendor" / "mgcnn")
     (other / "pyproject.toml").write_text('[project]\nname = "someone-else"\n')
     subprocess.run(["git", "init", "-q"], cwd=other, check=True)
-    code = "from mgcnn.train.engine import package_source; print(package_source())"
+    code = "from mgcnn.train.rundir import package_source; print(package_source())"
     proc = subprocess.run([sys.executable, "-c", code], cwd=other, capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(other / "vendor"), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr

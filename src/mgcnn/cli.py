@@ -181,15 +181,11 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     if bool(args.model) == bool(args.checkpoint):
         raise ValueError("pass exactly one of --model NAME or --checkpoint PATH")
     if args.checkpoint:
-        from .train.checkpoint import load_checkpoint
-        from .train.config import TrainConfig
-        from .train.model import build_model, load_weights
+        from .checkpoint import load_checkpoint, model_from_checkpoint
 
         state = load_checkpoint(args.checkpoint, require=("model", "config", "epoch"))
-        cfg = TrainConfig.from_record(state["config"])
-        model = build_model(cfg)
-        load_weights(model, state["model"], args.checkpoint, cfg.model)
-        label = f"{cfg.model} (checkpoint {args.checkpoint}, epoch {state['epoch']})"
+        model = model_from_checkpoint(state, args.checkpoint)
+        label = f"{model.model_name} (checkpoint {args.checkpoint}, epoch {state['epoch']})"
     else:
         import torch
 

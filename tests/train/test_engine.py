@@ -128,7 +128,7 @@ def test_progress_lines_when_output_is_not_a_terminal(data_root, tmp_path):
 
 
 def test_progress_bar_shows_running_loss_lr_and_run_eta():
-    from mgcnn.train.engine import Progress
+    from mgcnn.train.progress import Progress
 
     class Tty:
         def __init__(self):
@@ -157,6 +157,16 @@ def test_progress_bar_shows_running_loss_lr_and_run_eta():
 def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(data_root, tmp_path, monkeypatch, capsys):
     from mgcnn.train import TrainingInterrupted, engine
 
+    def log(line):  # Ctrl-C right after epoch 1's line, i.e. at the start of epoch 2, after epoch 1's checkpoint
+        if line.startswith("epoch   1/"):
+            raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny(data_root, run), progress=False, log=log)
+    assert info.value.epochs_done == 1 and f"--resume {run}" in str(info.value)
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
+
     real_evaluate, calls = engine.evaluate, []
 
     def evaluate(*args, **kwargs):  # Ctrl-C in epoch 2, after its training steps, before its checkpoint
@@ -165,14 +175,7 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(data_root, tmp_
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "evaluate", evaluate)
-    run = tmp_path / "run"
-    with pytest.raises(TrainingInterrupted) as info:
-        train(tiny(data_root, run), progress=False, log=lambda s: None)
-    assert info.value.epochs_done == 1 and f"--resume {run}" in str(info.value)
-    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
-
-    calls.clear()
+    monkeypatch.setattr(engine, "evaluate", evaluate)  # the CLI has no log hook: a Ctrl-C inside the epoch
     args = ["train", "--data-dir", str(data_root), "--out", str(tmp_path / "cli"), "--dataset", "cifar10", "--model",
             "mgiad", "--model-arg", "widths=[8, 16]", "--model-arg", "coarse_channels=4", "--model-arg",
             "group_size=2", "--batch-size", "16", "--epochs", "2", "--threads", "1", "--set", "eval_every=1"]
@@ -185,31 +188,35 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(data_root, tmp_
     assert json.loads((tmp_path / "cli" / "result.json").read_text())["epochs"] == 2
 
 
-def test_ctrl_c_before_the_first_epoch_says_there_is_nothing_to_resume(data_root, tmp_path, monkeypatch):
-    from mgcnn.train import TrainingInterrupted, engine
+def test_ctrl_c_before_the_first_epoch_says_there_is_nothing_to_resume(data_root, tmp_path):
+    from mgcnn.train import TrainingInterrupted
 
-    def evaluate(*args, **kwargs):
-        raise KeyboardInterrupt
+    def log(line):  # the first progress line comes during epoch 1's first steps
+        if line.startswith("epoch 1/2 step"):
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "evaluate", evaluate)
     with pytest.raises(TrainingInterrupted, match="before the first epoch finished; nothing to resume"):
-        train(tiny(data_root, tmp_path / "run"), progress=False, log=lambda s: None)
+        train(tiny(data_root, tmp_path / "run"), progress=True, progress_every=1e-9, log=log)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
-def test_progressive_resizing_evaluates_every_nth_epoch_and_the_last(data_root, tmp_path, monkeypatch):
-    import mgcnn.train.model as run_model
+def test_progressive_resizing_evaluates_every_nth_epoch_and_the_last(data_root, tmp_path):
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    from mgcnn.models import MultigridNet
 
     sizes = []
 
-    def recording_model(*a, **kw):
-        model = create_model(*a, **kw)
-        model.register_forward_pre_hook(lambda m, inp: sizes.append((m.training, inp[0].shape[-1])))
-        return model
+    def record(module, inp):  # every forward of the run's model (a torch-wide hook: no patching of mgcnn)
+        if isinstance(module, MultigridNet):
+            sizes.append((module.training, inp[0].shape[-1]))
 
-    monkeypatch.setattr(run_model, "create_model", recording_model)  # every model of a run comes from build_model
-    cfg = tiny(data_root, tmp_path / "run", epochs=3, train_size=24, full_size_epochs=1, eval_every=2)
-    res = train(cfg, progress=False, log=lambda s: None)
+    handle = register_module_forward_pre_hook(record)
+    try:
+        cfg = tiny(data_root, tmp_path / "run", epochs=3, train_size=24, full_size_epochs=1, eval_every=2)
+        res = train(cfg, progress=False, log=lambda s: None)
+    finally:
+        handle.remove()
     trained = [s for training, s in sizes if training]
     steps = len(trained) // 3
     assert steps >= 1 and trained == [24] * (2 * steps) + [32] * steps  # the last epoch at the full size
@@ -221,7 +228,7 @@ def test_progressive_resizing_evaluates_every_nth_epoch_and_the_last(data_root, 
 
 def test_flip_tta_averages_the_logits_of_the_image_and_its_mirror_image():
     from mgcnn.data import DeviceLoader
-    from mgcnn.train.engine import evaluate
+    from mgcnn.train import evaluate
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.Flatten(), torch.nn.LazyLinear(4))

@@ -2,7 +2,7 @@
 
 import os
 
-from mgcnn.train.engine import available_cpus
+from mgcnn.train.process import available_cpus
 
 
 def test_threads_follow_the_cpus_this_process_may_use(monkeypatch):

@@ -13,7 +13,8 @@ from mgcnn import cli
 from mgcnn.fileio import DirectoryLock
 from mgcnn.models import count_parameters, create_model
 from mgcnn.train import RunDirectoryError, train
-from mgcnn.train.engine import RunLockedError, resolve_device
+from mgcnn.train import RunLockedError
+from mgcnn.train.process import resolve_device
 from tests.helpers import TINY_ARGS, one_error_line, quiet, tiny
 
 
@@ -76,12 +77,12 @@ def test_out_that_is_a_file_no_space_and_permission_denied(data_root, tmp_path, 
     assert cli.main(["train", *TINY_ARGS, "--data-dir", str(data_root), "--out", str(f), "--epochs", "1"]) == 2
     assert "is a file, not a directory" in one_error_line(capsys)
 
-    from mgcnn.train import engine
+    from mgcnn.train import rundir
 
-    def full(path, text):
+    def full(path, text):  # a full disk when the run writes its provenance (env.json)
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(engine, "atomic_write_text", full)
+    monkeypatch.setattr(rundir, "atomic_write_text", full)
     assert cli.main(["train", *TINY_ARGS, "--data-dir", str(data_root), "--out", str(tmp_path / "r"),
                      "--epochs", "1"]) == 2
     line = one_error_line(capsys)

@@ -1,4 +1,4 @@
-"""Checkpoints (mgcnn.train.checkpoint): a kill while writing never corrupts one, damaged content is caught by its
+"""Checkpoints (mgcnn.checkpoint): a kill while writing never corrupts one, damaged content is caught by its
 checksum, missing keys and weights that do not fit the model are reported in one line."""
 
 import signal
@@ -11,12 +11,12 @@ import torch
 
 from mgcnn import cli
 from mgcnn.train import CheckpointError, load_checkpoint, train
-from mgcnn.train.checkpoint import save_checkpoint
+from mgcnn.checkpoint import save_checkpoint
 from tests.helpers import one_error_line, quiet, tiny
 
 _KILL_WRITER = r"""
 import sys, torch
-from mgcnn.train.checkpoint import save_checkpoint
+from mgcnn.checkpoint import save_checkpoint
 path = sys.argv[1]
 i = 0
 while True:
@@ -55,7 +55,7 @@ def test_a_flipped_byte_inside_a_tensor_is_caught(data_root, tmp_path, capsys):
 
 
 def test_checkpoints_missing_keys_or_not_fitting_the_model_are_one_clear_line(data_root, tmp_path, capsys):
-    from mgcnn.train.checkpoint import save_checkpoint
+    from mgcnn.checkpoint import save_checkpoint
 
     run = tmp_path / "run"
     train(tiny(data_root, run, epochs=1), **quiet)
