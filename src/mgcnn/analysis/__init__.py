@@ -1,15 +1,22 @@
-"""Analysis: spectra of convolution operators (LFA) and spectrum-based polynomial roots."""
+"""Analysis of models: spectra of their level operators (LFA), smoothing factors and plots.
 
-from .roots import STRATEGIES, init_roots_from_spectrum, residual_polynomial, select_roots, smoothing_factor
-from .spectrum import (
+The local-Fourier-analysis mathematics lives in :mod:`mgcnn.lfa` and spectrum-based root initialisation next to
+Poly-MgNet (:func:`mgcnn.models.poly_mgnet.init_roots_from_spectrum`); both are re-exported here.
+"""
+
+from ..lfa import (
+    STRATEGIES,
     conv_eigenvalues,
     conv_singular_values,
     conv_symbols,
     iteration_smoothing_factor,
-    model_smoothing_factors,
-    model_spectra,
     operator_eigenvalues,
+    residual_polynomial,
+    select_roots,
+    smoothing_factor,
 )
+from ..models.poly_mgnet import init_roots_from_spectrum
+from .spectrum import level_operators, model_smoothing_factors, model_spectra, spectrum_summary
 
 __all__ = [
     "STRATEGIES",
@@ -18,10 +25,12 @@ __all__ = [
     "conv_symbols",
     "init_roots_from_spectrum",
     "iteration_smoothing_factor",
+    "level_operators",
     "model_smoothing_factors",
     "model_spectra",
     "operator_eigenvalues",
     "residual_polynomial",
     "select_roots",
     "smoothing_factor",
+    "spectrum_summary",
 ]

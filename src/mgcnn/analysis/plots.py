@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .roots import residual_polynomial
+from ..lfa import residual_polynomial
 
 
 class PlotsUnavailable(ImportError):
