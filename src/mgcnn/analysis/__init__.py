@@ -1,4 +1,4 @@
-"""Analysis of models: spectra of their level operators (LFA), smoothing factors and plots.
+"""Analysis of models: spectra of their level operators (LFA), smoothing factors, reports and plots.
 
 The local-Fourier-analysis mathematics lives in :mod:`mgcnn.lfa` and spectrum-based root initialisation next to
 Poly-MgNet (:func:`mgcnn.models.poly_mgnet.init_roots_from_spectrum`); both are re-exported here.
@@ -16,10 +16,21 @@ from ..lfa import (
     smoothing_factor,
 )
 from ..models.poly_mgnet import init_roots_from_spectrum
+from .report import (
+    SMOOTHING_FACTOR_TEXT,
+    ConfusionReport,
+    SpectrumReport,
+    read_run_metrics,
+    write_confusion,
+    write_spectrum_report,
+)
 from .spectrum import level_operators, model_smoothing_factors, model_spectra, spectrum_summary
 
 __all__ = [
+    "SMOOTHING_FACTOR_TEXT",
     "STRATEGIES",
+    "ConfusionReport",
+    "SpectrumReport",
     "conv_eigenvalues",
     "conv_singular_values",
     "conv_symbols",
@@ -29,8 +40,11 @@ __all__ = [
     "model_smoothing_factors",
     "model_spectra",
     "operator_eigenvalues",
+    "read_run_metrics",
     "residual_polynomial",
     "select_roots",
     "smoothing_factor",
     "spectrum_summary",
+    "write_confusion",
+    "write_spectrum_report",
 ]
