@@ -103,6 +103,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from .analysis import write_confusion
     from .train import evaluate_checkpoint
 
     res = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
@@ -110,7 +111,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     files = []
     if args.per_class:
         out = Path(args.out or Path(args.checkpoint).parent)
-        files = write_confusion(res, out)
+        written = write_confusion(res, out)
+        if written.note:
+            print(f"note: {written.note}", file=sys.stderr)
+        files = written.files
     if args.json:  # strict JSON: a class without test samples has no accuracy (null, not NaN)
         res["per_class_acc"] = [None if a != a else a for a in res["per_class_acc"]]
         print(json.dumps({**res, "files": [str(f) for f in files]}))
@@ -126,56 +130,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_confusion(res: dict, out) -> list:
-    """``confusion.csv`` (rows: true class, columns: predicted), ``per_class.csv`` and, with matplotlib,
-    ``confusion.png`` under ``out``."""
-    import csv
-    from pathlib import Path
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    classes = res["classes"]
-    with open(out / "confusion.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["true \\ predicted", *classes])
-        for name, row in zip(classes, res["confusion"]):
-            w.writerow([name, *row])
-    with open(out / "per_class.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["class", "accuracy_percent", "samples"])
-        for name, acc, row in zip(classes, res["per_class_acc"], res["confusion"]):
-            w.writerow([name, f"{acc:.4f}", sum(row)])
-    files = [out / "confusion.csv", out / "per_class.csv"]
-    from .analysis.plots import PlotsUnavailable, plot_confusion
-
-    try:
-        files.append(plot_confusion(res["confusion"], classes, out / "confusion.png",
-                                    title=f"{res['model']} on {res['dataset']}: {res['test_acc']:.2f}%"))
-    except PlotsUnavailable as e:
-        print(f"note: no confusion.png: {e}", file=sys.stderr)
-    return files
-
-
-SMOOTHING_FACTOR_TEXT = (
-    "Smoothing factor: the largest factor by which one pass of the level's smoother can multiply an error component. "
-    "With norm and activation taken as identities the smoother is linear, e <- E e, and local Fourier analysis on "
-    "the periodic grid gives E's eigenvalues; the factor is the largest |eigenvalue|: prod_i (I - B_i A) over the "
-    "steps for MgNet, (I - B^ A^)^(eta_pre + eta_post) on each channel level of MGiaD's SiC, and max |q(lambda)| "
-    "over A's spectrum for Poly-MgNet's residual polynomial q. Below 1 every component is damped; at random "
-    "initialisation values above 1 are usual."
-)
-
-
 def cmd_spectrum(args: argparse.Namespace) -> int:
     """Spectra of every level operator: eigenvalues (.npz), a summary table, and plots."""
-    import json
-    from pathlib import Path
-
-    import numpy as np
-
-    from .analysis import model_spectra
-    from .analysis.plots import plot_q_surface, plot_spectrum
-    from .analysis.spectrum import model_smoothing_factors, spectrum_summary
+    from .analysis import write_spectrum_report
     from .models import create_model
 
     if bool(args.model) == bool(args.checkpoint):
@@ -192,35 +149,9 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         model = create_model(args.model, **_parse_assignments(args.model_arg, "--model-arg"))
         label = f"{args.model} (initialisation, seed {args.seed})"
-    spectra = model_spectra(model, args.grid)  # a model without level operators fails here, before any output
-    factors = model_smoothing_factors(model, args.grid)
-    smoothers = {e.name: e.smoother for e in model.level_operators()}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "eigenvalues.npz", **{k.replace(".", "_"): v.numpy() for k, v in spectra.items()})
-    rows = []
-    for name, eigs in spectra.items():
-        row = {"operator": name, **spectrum_summary(eigs)}
-        roots = smoothers[name].roots()
-        row["smoothing_factor"] = factors.get(name)
-        rows.append(row)
-        if not args.no_plots:
-            plot_spectrum(eigs, out / f"spectrum_{name.replace('.', '_')}.png", roots=roots, title=f"{label}: {name}")
-            if roots is not None:
-                plot_q_surface(eigs, roots, out / f"q_surface_{name.replace('.', '_')}.png",
-                               title=f"{label}: |q(λ)| on {name}")
-    lines = ["| operator | eigenvalues | spectral radius | min Re | max Re | max Im | smoothing factor |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        sf = "-" if r["smoothing_factor"] is None else f"{r['smoothing_factor']:.4f}"
-        lines.append(f"| {r['operator']} | {r['n']} | {r['spectral_radius']:.4f} | {r['min_real']:.4f} | "
-                     f"{r['max_real']:.4f} | {r['max_imag']:.4f} | {sf} |")
-    table = "\n".join(lines)
-    (out / "summary.md").write_text(f"Spectra of {label}, periodic grid {args.grid or 'per level'}\n\n{table}\n\n"
-                                    f"{SMOOTHING_FACTOR_TEXT}\n")
-    (out / "summary.json").write_text(json.dumps(rows, indent=2))
-    print(table)
-    print(f"wrote {out}/eigenvalues.npz, summary.md, summary.json" + ("" if args.no_plots else " and plots"))
+    report = write_spectrum_report(model, args.out, label=label, grid=args.grid, plots=not args.no_plots)
+    print(report.table)
+    print(f"wrote {report.out}/eigenvalues.npz, summary.md, summary.json" + ("" if args.no_plots else " and plots"))
     return 0
 
 
@@ -334,22 +265,10 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """Loss, accuracy and lr curves of one or several runs (their metrics.jsonl) in one PNG."""
-    import json
-    from pathlib import Path
-
+    from .analysis import read_run_metrics
     from .analysis.plots import plot_runs
 
-    runs = {}
-    for run in args.runs:
-        path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
-        if not path.is_file():
-            raise FileNotFoundError(f"{run}: no metrics.jsonl (pass run directories written by mgcnn train)")
-        records = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        if not records:
-            raise ValueError(f"{path} holds no finished epoch yet")
-        label = Path(run).name if Path(run).is_dir() else str(run)
-        runs[label if label not in runs else str(run)] = records  # same folder names: tell them apart
-    out = plot_runs(runs, args.out)
+    out = plot_runs(read_run_metrics(args.runs), args.out)
     print(f"wrote {out}")
     return 0
 

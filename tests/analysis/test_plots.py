@@ -1,11 +1,15 @@
 """The spectrum figures are readable: dense spectra as a density, nothing outside the figure, no overlapping labels."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from matplotlib.collections import PathCollection, PolyCollection
 
 from mgcnn import cli
-from mgcnn.analysis.plots import q_surface_figure, spectrum_figure
+from mgcnn.analysis.plots import PlotsUnavailable, q_surface_figure, spectrum_figure
 
 LONG_TITLE = ("poly_mgnet_q6 (checkpoint runs/a/rather/long/path/to/some/run/directory/checkpoint.pt, epoch 400): "
               "|q(λ)| on level1.channel1")
@@ -82,3 +86,55 @@ def test_spectrum_command_defines_and_computes_the_smoothing_factor_for_mgiad(tm
     rows = [line for line in summary.splitlines() if line.startswith("| level")]
     assert len(rows) == 5 and all(not line.rstrip(" |").endswith("-") for line in rows)
     assert "Smoothing factor: the largest factor" in summary
+
+
+def test_plotting_leaves_matplotlib_backend_and_pyplot_alone(tmp_path):
+    """A notebook keeps its inline plots: drawing uses Figure objects, never pyplot or matplotlib.use."""
+    code = f"""
+import sys
+import matplotlib
+import torch
+before = matplotlib.get_backend()
+from mgcnn.analysis import plots
+from mgcnn.sweep.report import plot_accuracy_vs_weights
+eigs = torch.randn(60, dtype=torch.complex128)
+roots = torch.tensor([0.5 + 0.2j, 0.5 - 0.2j], dtype=torch.complex128)
+out = {str(tmp_path)!r}
+plots.plot_spectrum(eigs, out + "/s.png", roots=roots, title="t")
+plots.plot_q_surface(eigs, roots, out + "/q.png")
+plots.plot_confusion([[3, 1], [0, 4]], ["a", "b"], out + "/c.png", title="t")
+rec = {{"epoch": 1, "train_loss": 1.0, "test_loss": 1.1, "train_acc": 50.0, "test_acc": 48.0, "lr": 0.1}}
+plots.plot_runs({{"run": [rec, {{**rec, "epoch": 2}}]}}, out + "/r.png")
+plot_accuracy_vs_weights([{{"family": "mgnet", "params": 1000, "test_acc_mean": 90.0, "test_acc_std": 0.0,
+                           "paper_test_acc": None, "paper_weights_k": None, "label": "x"}}], out + "/w.png")
+print(before, matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MPLBACKEND": "svg"})  # a backend other than Agg: a switch shows
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["svg", "svg", "False"]
+    assert all((tmp_path / f"{n}.png").stat().st_size > 1000 for n in "sqcrw")
+
+
+def test_figures_are_plain_figure_objects_outside_pyplot():
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    before = plt.get_fignums()
+    fig = spectrum_figure(eigs(100), roots=ROOTS, title="t")
+    assert isinstance(fig, Figure) and plt.get_fignums() == before  # not registered with pyplot: nothing to close
+
+
+def test_plots_unavailable_without_matplotlib(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_mpl(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib here")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mpl)
+    with pytest.raises(PlotsUnavailable, match=r"pip install 'mgcnn\[plots\]'"):
+        spectrum_figure(eigs(10))

@@ -16,7 +16,7 @@ from mgcnn.analysis import (
     select_roots,
     smoothing_factor,
 )
-from mgcnn.analysis.roots import block_roots, paper_roots
+from mgcnn.lfa import block_roots, paper_roots
 
 scipy_optimize = pytest.importorskip("scipy.optimize", reason="scipy (the dev extra) matches eigenvalue sets")
 

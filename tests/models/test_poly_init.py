@@ -113,3 +113,52 @@ def test_every_level_draws_with_its_own_width():
         for c, level in zip(widths, model.levels):
             for block in level.smoother.blocks:
                 assert abs(1 / block.alpha.item()) <= math.sqrt(3 / c) + 1e-7
+
+
+def test_spectrum_init_builds_on_the_meta_device():
+    """A meta model has no values: init="spectrum" computes nothing there (how a run checks its model first)."""
+    from mgcnn.models.poly_mgnet import init_roots_from_spectrum
+
+    with torch.device("meta"):
+        model = mgcnn.create_model("poly_mgnet", init="spectrum")
+        q6 = mgcnn.create_model("poly_mgnet_q6", init="spectrum", spectrum_strategy="minimax")
+    assert all(p.is_meta for p in model.parameters()) and all(p.is_meta for p in q6.parameters())
+    assert init_roots_from_spectrum(q6, strategy="least-squares") == []
+
+
+@pytest.mark.parametrize("where", ["meta", "cpu"])
+def test_bad_spectrum_arguments_fail_at_build_time_on_any_device(where):
+    with torch.device(where):
+        with pytest.raises(ValueError, match=r"spectrum_strategy='best' is not supported; use one of \('paper', "
+                                             r"'minimax', 'least-squares'\)"):
+            mgcnn.create_model("poly_mgnet_q2", widths=(4, 8), init="spectrum", spectrum_strategy="best")
+        with pytest.raises(ValueError, match="spectrum_grid=0 must be a positive integer"):
+            mgcnn.create_model("poly_mgnet_q2", widths=(4, 8), init="spectrum", spectrum_grid=0)
+
+
+def test_spectrum_init_is_the_xavier_model_with_roots_from_the_spectrum():
+    """The builder draws the same weights as init="xavier" and then sets the roots from each level's spectrum."""
+    from mgcnn.lfa import operator_eigenvalues, select_roots
+    from mgcnn.models.poly_mgnet import init_roots_from_spectrum
+
+    torch.manual_seed(3)
+    spec = mgcnn.create_model("poly_mgnet_q6", widths=(8, 16), init="spectrum", spectrum_grid=6,
+                              spectrum_strategy="minimax")
+    torch.manual_seed(3)
+    xav = mgcnn.create_model("poly_mgnet_q6", widths=(8, 16), spectrum_grid=6)
+    report = init_roots_from_spectrum(xav, strategy="minimax", grid=6)
+    for (k, a), b in zip(spec.state_dict().items(), xav.state_dict().values()):
+        assert torch.equal(a, b), k
+    sm = spec.levels[1].smoother
+    expected = select_roots(operator_eigenvalues(sm.A, 6), [b.kind for b in sm.blocks], "minimax")
+    assert torch.allclose(sm.roots()[-2], torch.tensor(expected[-1], dtype=torch.complex128))
+    assert [r["level"] for r in report] == [1, 2] and all(r["smoothing_factor"] > 0 for r in report)
+
+
+def test_init_roots_from_spectrum_rejects_other_models_and_strategies():
+    from mgcnn.models.poly_mgnet import init_roots_from_spectrum
+
+    with pytest.raises(ValueError, match="needs a Poly-MgNet"):
+        init_roots_from_spectrum(mgcnn.create_model("mgnet", widths=(4, 8)))
+    with pytest.raises(ValueError, match="strategy='best' is not supported"):
+        init_roots_from_spectrum(mgcnn.create_model("poly_mgnet_q2", widths=(4, 8)), strategy="best")

@@ -1,4 +1,10 @@
-"""Figures of spectra and residual polynomials (matplotlib, Agg backend, PNG)."""
+"""Figures of spectra, residual polynomials, confusion matrices and training curves (matplotlib, PNG).
+
+Drawn with matplotlib's object-oriented API on an Agg canvas of their own: importing or using this module neither
+imports pyplot nor switches matplotlib's backend, so a notebook's inline plots keep working. The ``*_figure``
+functions return a :class:`matplotlib.figure.Figure` outside pyplot's state (show it in a notebook by displaying it,
+or save it with ``fig.savefig``); it is freed like any object, there is nothing to close.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +15,27 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .roots import residual_polynomial
+from ..lfa import residual_polynomial
 
 
 class PlotsUnavailable(ImportError):
     """matplotlib is not installed (it is the optional ``plots`` extra)."""
 
 
-def _plt():
+def new_figure(**kwargs):
+    """A :class:`matplotlib.figure.Figure` (``kwargs``: its arguments, e.g. ``figsize``) with an Agg canvas.
+
+    Not registered with pyplot, and matplotlib's backend is left as it is. Raises :class:`PlotsUnavailable` when
+    matplotlib is not installed.
+    """
     try:
-        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         raise PlotsUnavailable("plotting needs matplotlib: pip install 'mgcnn[plots]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)  # draws (and saves) the figure without any backend
+    return fig
 
 
 def _plane(eigs: Tensor, roots: Tensor | None, n: int = 300, margin: float = 0.25):
@@ -49,9 +60,9 @@ DENSITY_ABOVE = 3000
 
 
 def spectrum_figure(eigs: Tensor, *, roots: Tensor | None = None, title: str = ""):
-    """The figure of :func:`plot_spectrum` (not saved; the caller closes it)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 5.2))
+    """The figure of :func:`plot_spectrum` (not saved)."""
+    fig = new_figure(figsize=(5.5, 5.2))
+    ax = fig.subplots()
     e = eigs.numpy()
     if e.size > DENSITY_ABOVE:  # a log-density of the eigenvalues: structure stays visible at 65,536 points
         hb = ax.hexbin(e.real, e.imag, gridsize=70, bins="log", mincnt=1, cmap="Greys", linewidths=0, zorder=1)
@@ -83,18 +94,15 @@ def spectrum_figure(eigs: Tensor, *, roots: Tensor | None = None, title: str = "
 def plot_spectrum(eigs: Tensor, path: str | Path, *, roots: Tensor | None = None, title: str = "") -> Path:
     """Eigenvalues in the complex plane (their density when there are many); with ``roots``, contours of
     |q(lambda)| and the roots marked."""
-    fig = spectrum_figure(eigs, roots=roots, title=title)
-    fig.savefig(path, dpi=120)
-    _plt().close(fig)
+    spectrum_figure(eigs, roots=roots, title=title).savefig(path, dpi=120)
     return Path(path)
 
 
 def q_surface_figure(eigs: Tensor, roots: Tensor, *, title: str = "", clip: float = 3.0):
-    """The figure of :func:`plot_q_surface` (not saved; the caller closes it)."""
-    plt = _plt()
+    """The figure of :func:`plot_q_surface` (not saved)."""
+    fig = new_figure(figsize=(7, 5.6))
     xx, yy = _plane(eigs, roots, n=120)
     q = np.minimum(residual_polynomial(roots, torch.from_numpy(xx + 1j * yy)).abs().numpy(), clip)
-    fig = plt.figure(figsize=(7, 5.6))
     ax = fig.add_subplot(projection="3d")
     ax.plot_surface(xx, yy, q, cmap="viridis", alpha=0.75, linewidth=0, antialiased=True)
     e = eigs.numpy()
@@ -116,21 +124,19 @@ def q_surface_figure(eigs: Tensor, roots: Tensor, *, title: str = "", clip: floa
 
 def plot_q_surface(eigs: Tensor, roots: Tensor, path: str | Path, *, title: str = "", clip: float = 3.0) -> Path:
     """A Figure-3 style surface of |q| over the complex plane, with the spectrum drawn at its |q| height."""
-    fig = q_surface_figure(eigs, roots, title=title, clip=clip)
-    fig.savefig(path, dpi=120)
-    _plt().close(fig)
+    q_surface_figure(eigs, roots, title=title, clip=clip).savefig(path, dpi=120)
     return Path(path)
 
 
 def plot_confusion(confusion, classes: list[str], path: str | Path, *, title: str = "") -> Path:
     """The confusion matrix as row-normalised percentages (rows: true class), with the counts' diagonal visible."""
-    plt = _plt()
     m = np.asarray(confusion, dtype=np.float64)
     rows = m.sum(1, keepdims=True)
     pct = 100.0 * m / np.where(rows == 0, 1, rows)
     n = len(classes)
     size = min(max(5.0, 0.45 * n + 2), 24)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    fig = new_figure(figsize=(size, size * 0.9))
+    ax = fig.subplots()
     im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
     fig.colorbar(im, ax=ax, shrink=0.8).set_label("% of the true class")
     if n <= 20:
@@ -146,14 +152,13 @@ def plot_confusion(confusion, classes: list[str], path: str | Path, *, title: st
     ax.set_title(_wrap(title, 70), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)
 
 
 def plot_runs(runs: dict[str, list[dict]], path: str | Path) -> Path:
     """Training curves of one or several runs (``{label: metrics.jsonl records}``): loss, accuracy, lr by epoch."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    fig = new_figure(figsize=(14, 4.2))
+    axes = fig.subplots(1, 3)
     for i, (label, hist) in enumerate(runs.items()):
         color = f"C{i % 10}"
         ep = [h["epoch"] for h in hist]
@@ -176,5 +181,4 @@ def plot_runs(runs: dict[str, list[dict]], path: str | Path) -> Path:
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)

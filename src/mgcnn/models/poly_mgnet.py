@@ -13,8 +13,9 @@ superscript of Poly-MgNet^{q_d} is the degree d of the level's residual polynomi
 | 8      | double, double, double, quadratic  | as q_6                                               |
 
 Coefficient initialisation: ``init="xavier"`` (the released code's random coefficients, block by block:
-:func:`mgcnn.layers.polynomial.xavier_roots`), ``init="spectrum"`` (roots chosen from the spectrum of each level's A)
-or explicit ``roots``. The quadratic block's root z = a + ib has learnable a *and* b (``complex_root="learnable"``,
+:func:`mgcnn.layers.polynomial.xavier_roots`), ``init="spectrum"`` (roots chosen from the LFA spectrum of each
+level's A by :func:`init_roots_from_spectrum`, with the strategies of :func:`mgcnn.lfa.select_roots`) or explicit
+``roots``. The quadratic block's root z = a + ib has learnable a *and* b (``complex_root="learnable"``,
 our default; b then starts at a draw of the same law as a, since b = 0 is a stationary point); the released code
 keeps b = 0, available as ``complex_root="real"``, which reproduces the released initial coefficients exactly in
 distribution.
@@ -23,9 +24,11 @@ distribution.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 from ..layers.common import LayerFactory, check_group_size, get_act_layer, get_norm_layer
 from ..layers.polynomial import BLOCK_DEGREE, BLOCK_KINDS, PolySmoother, xavier_roots
+from ..lfa import STRATEGIES, operator_eigenvalues, select_roots, smoothing_factor
 from ._registry import Preset, register_model, register_presets
 from .mgnet import MultigridNet, resolve_widths
 
@@ -49,6 +52,40 @@ def _roots_per_level(roots, n_levels: int, n_blocks: int) -> list[list[complex]]
             f"{n_blocks} values used on all levels, or {n_levels} such lists; got {roots!r}"
         )
     return [[complex(z) for z in r] for r in rows]
+
+
+def init_roots_from_spectrum(model, *, strategy: str = "paper", grid: int = 16, source=None) -> list[dict]:
+    """Set every Poly-MgNet level's roots from the LFA spectrum of its operator A.
+
+    Args:
+        model: a Poly-MgNet (``mgcnn.create_model("poly_mgnet", ...)``).
+        strategy: one of :data:`mgcnn.lfa.STRATEGIES` (see :mod:`mgcnn.lfa`).
+        grid: periodic grid size of the LFA spectrum.
+        source: take the operators' spectra from this model instead (e.g. a trained model of the same layout).
+
+    Returns one dict per level with the chosen roots and the smoothing factor. A model on the meta device has no
+    values to compute with: its roots stay as built and the report is empty.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r} is not supported; use one of {STRATEGIES}")
+    if not all(isinstance(level.smoother, PolySmoother) for level in model.levels):
+        raise ValueError("init_roots_from_spectrum needs a Poly-MgNet (levels with polynomial blocks)")
+    if any(p.is_meta for p in model.parameters()):
+        return []
+    ops_model = source if source is not None else model
+    report = []
+    for i, (level, src) in enumerate(zip(model.levels, ops_model.levels, strict=True)):
+        sm = level.smoother
+        eigs = operator_eigenvalues(src.smoother.A, grid)
+        kinds = [b.kind for b in sm.blocks]
+        values = select_roots(eigs, kinds, strategy)
+        for j, b in enumerate(sm.blocks):
+            if b.kind == "quadratic" and b.complex_root == "real":
+                values[j] = complex(values[j].real)
+        sm.set_roots(values)
+        roots = sm.roots()
+        report.append({"level": i + 1, "roots": roots, "smoothing_factor": smoothing_factor(roots, eigs)})
+    return report
 
 
 @register_model("poly_mgnet")
@@ -86,8 +123,10 @@ def poly_mgnet(
         quad_placement: placement of the complex quadratic block.
         complex_root: ``"learnable"`` (a and b trained) or ``"real"`` (b fixed at 0, as in the released code).
         init: ``"xavier"`` random roots, ``"roots"`` with ``roots`` given, or ``"spectrum"``: roots chosen from the
-            LFA spectrum of each level's own A at initialisation (:func:`mgcnn.analysis.init_roots_from_spectrum`).
-        spectrum_strategy, spectrum_grid: the root strategy and periodic grid of ``init="spectrum"``.
+            LFA spectrum of each level's own A at initialisation (:func:`init_roots_from_spectrum`; nothing is
+            computed on the meta device, where the weights have no values).
+        spectrum_strategy, spectrum_grid: the root strategy (one of :data:`mgcnn.lfa.STRATEGIES`) and periodic grid
+            of ``init="spectrum"``.
         roots: one root per block (for every level, or one list per level): real z for a linear block (alpha = 1/z),
             rho for a double block (roots +-rho), complex z for a quadratic block (roots z, conj z).
         group_size: optional group size of A.
@@ -110,6 +149,10 @@ def poly_mgnet(
         init = "roots"
     if init not in INITS:
         raise ValueError(f"init={init!r} is not supported; use one of {INITS}")
+    if spectrum_strategy not in STRATEGIES:  # checked here: on the meta device init="spectrum" computes nothing
+        raise ValueError(f"spectrum_strategy={spectrum_strategy!r} is not supported; use one of {STRATEGIES}")
+    if isinstance(spectrum_grid, bool) or not isinstance(spectrum_grid, Integral) or spectrum_grid < 1:
+        raise ValueError(f"spectrum_grid={spectrum_grid!r} must be a positive integer")
     if init == "roots":
         if roots is None:
             raise ValueError("init='roots' needs roots=[...] (one root per block)")
@@ -128,8 +171,6 @@ def poly_mgnet(
                          act_layer=act, level1_transfer=level1_transfer)
     model.degree = sum(BLOCK_DEGREE[k] for k in kinds)
     if init == "spectrum":
-        from ..analysis.roots import init_roots_from_spectrum
-
         init_roots_from_spectrum(model, strategy=spectrum_strategy, grid=spectrum_grid)
     return model
 

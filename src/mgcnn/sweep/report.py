@@ -148,12 +148,11 @@ def write_report(rows: list[dict[str, Any]], out: str | Path, *, title: str = "S
 
 
 def plot_accuracy_vs_weights(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
-    from ..analysis.plots import _plt
-
-    plt = _plt()
+    from ..analysis.plots import new_figure
 
     styles = family_styles([r["family"] for r in rows])
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig = new_figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
     seen = set()
     for r in rows:
         fam = r["family"]
@@ -175,5 +174,4 @@ def plot_accuracy_vs_weights(rows: list[dict[str, Any]], path: Path, *, title: s
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
-    plt.close(fig)
     return Path(path)
