@@ -21,13 +21,26 @@ def _module(path: Path) -> str:
 PARTS = {p.stem for p in PKG.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()} - {"__init__"}
 
 
+def _import_nodes(path: Path):
+    """The import statements of a file, at any depth, except those under ``if TYPE_CHECKING:`` (not run)."""
+    todo = [ast.parse(path.read_text())]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            todo.extend(node.orelse)
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        todo.extend(ast.iter_child_nodes(node))
+
+
 def _imports(path: Path) -> set[str]:
     """Every ``mgcnn...`` module a file imports, as absolute names (``from .x import y`` in mgcnn.pkg -> mgcnn.pkg.x;
     ``from . import cli`` in mgcnn -> mgcnn.cli)."""
     mod = _module(path)
     package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _import_nodes(path):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
@@ -95,6 +108,40 @@ def test_models_and_layers_import_nothing_from_the_application():
         for path in (PKG / part).rglob("*.py"):
             bad += [f"{path.relative_to(PKG)} imports {t}" for t in _imports(path) if _part(t) in APPLICATION]
     assert bad == []
+
+
+MODULES = {_module(p) for p in PKG.rglob("*.py")}
+
+
+def _module_imports(path: Path) -> set[str]:
+    """The modules (files) a file imports: ``from .x import y`` counts x, and x.y where that is a module too."""
+    mod = _module(path)
+    package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+    out = set()
+    for node in _import_nodes(path):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            out.add(target)
+            out.update(f"{target}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out & MODULES
+
+
+def test_no_module_imports_another_that_imports_it_back():
+    """Between modules (packages' ``__init__`` re-exports aside), at any depth: e.g. no spectrum <-> roots."""
+    inits = {_module(p) for p in PKG.rglob("__init__.py")}
+    edges = {_module(p): _module_imports(p) - inits - {_module(p)} for p in PKG.rglob("*.py") if p.name != "__init__.py"}
+    assert _cycle(edges) is None, " -> ".join(_cycle(edges))
+
+
+def test_the_local_fourier_analysis_is_pure_maths_at_the_bottom():
+    assert _imports(PKG / "lfa.py") == set()  # torch and the standard library only
+    assert "mgcnn.lfa" in _module_imports(PKG / "models" / "poly_mgnet.py")  # the model needs it, not analysis/
 
 
 def test_the_cycle_finder_finds_cycles():  # the check above must be able to fail

@@ -286,7 +286,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
     from .data.registry import list_datasets
     from .sweep.runner import EXECUTORS
     from .train.config import AMP_MODES

@@ -7,8 +7,8 @@ from tests.helpers import TINY_ARGS, one_error_line, quiet, tiny
 
 
 def test_a_model_that_computes_in_its_constructor_still_trains(data_root, tmp_path):
-    """The model check before any side effect builds on the meta device; a constructor that needs real weights
-    (Poly-MgNet's spectrum-based roots) is checked on the CPU instead, and trains as before."""
+    """The model check before any side effect builds on the meta device, also for a constructor that computes with
+    its weights on a real device (Poly-MgNet's spectrum-based roots: skipped on meta), which then trains as before."""
     res = train(tiny(data_root, tmp_path / "run", epochs=1, model="poly_mgnet",
                      model_kwargs={"widths": [8, 16], "degree": 2, "init": "spectrum", "spectrum_grid": 8}), **quiet)
     assert res is not None and res.epochs == 1
