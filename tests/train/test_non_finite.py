@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mgcnn.train import TrainingDivergedError, load_checkpoint, train
+from mgcnn.train import EvalResult, TrainingDivergedError, load_checkpoint, train
 from tests.helpers import quiet, tiny
 
 
@@ -37,7 +37,7 @@ def test_a_non_finite_model_is_never_saved(data_root, tmp_path, monkeypatch):
     with pytest.raises(TrainingDivergedError, match="non-finite values in .*running_var.*after epoch 1\\) is kept"):
         train(tiny(data_root, run, epochs=3), resume=True, **quiet)
     assert (run / "checkpoint.pt").read_bytes() == good
-    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: engine.EvalResult(float("nan"), 10.0, 50.0,
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: EvalResult(float("nan"), 10.0, 50.0,
                                                                                torch.zeros(10, 10), 32))
     with pytest.raises(TrainingDivergedError, match="test loss nan"):
         train(tiny(data_root, run, epochs=3), resume=True, **quiet)
