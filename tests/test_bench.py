@@ -59,3 +59,12 @@ def test_flops_criterion_lists_cheap_mgiad_models():
     (line,) = _flops_criterion(rows)
     assert "1 of 2 train faster" in line and "mgiad_a 1.20x" in line and "mgiad_b 0.80x" in line
     assert "mgiad_c" not in line
+
+
+def test_bench_options_are_checked_with_one_line(capsys):
+    """Issue item 18: `bench --batch-size 0` / `--steps 0` failed with a traceback."""
+    for args, what in ((["--batch-size", "0"], "batch-size=0"), (["--steps", "0"], "steps=0"),
+                       (["--image-size", "2"], "image-size=2")):
+        assert cli.main(["bench", "--models", "resnet20", "--no-isolate", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and what in err[0] and "Traceback" not in err[0], err

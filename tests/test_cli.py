@@ -1,8 +1,10 @@
 """What a newcomer meets first on the command line: help, listings, clear errors for names that do not exist."""
 
 import argparse
+import json
 
 import pytest
+import yaml
 
 from mgcnn import cli
 
@@ -42,3 +44,43 @@ def test_models_without_a_match_names_what_exists(capsys):
     assert cli.main(["models", "nonexistent*"]) == 2
     err = capsys.readouterr().err
     assert "no registered model matches 'nonexistent*'" in err and "mgiad" in err and "poly_mgnet" in err
+
+
+# -- a closed stdout pipe (issue: `mgcnn train ... | head -1` stopped training with exit 0) -------------------------
+def _closed_pipe_run(args: list[str], env_extra: dict | None = None):
+    """Run ``mgcnn ARGS`` with stdout into a pipe that is closed after the first line (as ``| head -1`` does)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "mgcnn", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away
+    err = proc.stderr.read().decode()
+    return first.decode(), proc.wait(timeout=300), err
+
+
+def test_a_closed_stdout_pipe_never_turns_a_run_into_a_silent_exit_0(data_root, tmp_path):
+    from tests.helpers import TINY_ARGS
+
+    run = tmp_path / "run"
+    first, rc, err = _closed_pipe_run(["train", *TINY_ARGS, "--data-dir", str(data_root), "--epochs", "3",
+                                       "--out", str(run), "--set", "train_size=null", "--set", "tta_flip=false",
+                                       "--set", "verify_data=false"])  # the fixture's checksums are in-process
+    assert first and rc == 0 and "Traceback" not in err, err
+    assert (run / "result.json").is_file()  # the run finished: every epoch, its result, with progress only on stderr
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_a_sweep_into_a_closed_pipe_runs_every_run(data_root, tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"name": "s", "seeds": 2, "base": {
+        "dataset": "cifar10", "model": "mgiad", "model_kwargs": {"widths": [8, 16], "coarse_channels": 4,
+                                                                 "group_size": 2},
+        "batch_size": 16, "epochs": 1, "threads": 1, "train_size": None, "tta_flip": False,
+        "verify_data": False, "data_dir": str(data_root)}}))
+    first, rc, err = _closed_pipe_run(["sweep", str(study), "--out", str(tmp_path / "sw")])
+    assert rc == 0 and "Traceback" not in err, err
+    assert len(list((tmp_path / "sw").rglob("result.json"))) == 2

@@ -202,6 +202,17 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
     }
 
 
+def _check_options(kw: dict[str, Any]) -> None:
+    """Every measurement option is checked before anything is measured: one ``ValueError`` naming the option."""
+    from .train.process import resolve_device
+
+    resolve_device(kw.get("device", "cpu"))  # a device that is no device, or not on this machine
+    for name, lo in (("batch_size", 1), ("steps", 1), ("warmup", 0), ("in_channels", 1), ("image_size", 8)):
+        value = kw.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < lo):
+            raise ValueError(f"{name.replace('_', '-')}={value!r} is invalid; it must be an integer >= {lo}")
+
+
 def run_bench(models: list[str], *, isolate: bool = True, **kw) -> dict[str, Any]:
     """Benchmark ``models`` with :func:`bench_model` beside the device's dense GEMM ceiling (``mgcnn bench``).
 
@@ -224,6 +235,7 @@ def run_bench(models: list[str], *, isolate: bool = True, **kw) -> dict[str, Any
     Raises:
         RuntimeError: an isolated measurement failed (the message ends with its stderr).
     """
+    _check_options(kw)
     if kw.get("tuned_malloc", True):
         perf.tune_allocator()
     dev = torch.device(kw.get("device", "cpu"))

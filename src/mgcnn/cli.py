@@ -57,6 +57,8 @@ def build_train_config(args: argparse.Namespace):
     """The config of ``mgcnn train``: :func:`mgcnn.train.resolve_config` over the layers a config file, the flags,
     ``--model-arg`` and ``--set`` give, in that order, over ``--recipe`` (or, with ``--resume``, the run's checkpoint,
     whose fields the flags may then change only where a resume can: ``mgcnn.train.RESUME_MUTABLE``)."""
+    from pathlib import Path
+
     from .checkpoint import load_checkpoint
     from .train.config import read_yaml_fields, resolve_config
     from .train.rundir import RunPaths
@@ -74,12 +76,17 @@ def build_train_config(args: argparse.Namespace):
     layers.append(flags)
     layers.append({f"model_kwargs.{k}": v for k, v in _parse_assignments(args.model_arg, "--model-arg").items()})
     layers.append(_parse_assignments(args.set, "--set"))
-    return resolve_config(*layers, recipe=args.recipe or None, record=record)
+    cfg = resolve_config(*layers, recipe=args.recipe or None, record=record)
+    if args.resume and Path(cfg.out).resolve() != Path(args.resume).resolve():
+        raise ValueError(f"--resume {args.resume} continues the run in {args.resume}; it cannot write to another "
+                         f"folder ({cfg.out}): drop --out (or copy the run folder there and resume that copy)")
+    return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model; with no arguments, the default MGiaD on FashionMNIST with the speedrun recipe."""
     from .train import train
+    from .train.process import dist_env
 
     cfg = build_train_config(args)
     if args.print_config:
@@ -88,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     result = train(cfg, resume=bool(args.resume), overwrite=args.overwrite, progress_every=args.progress_every)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if result is not None and dist_env().rank == 0:
         best = (f"best {result.best_test_acc:.2f}% after epoch {result.best_epoch}, "
                 if result.best_epoch != result.epochs else "")
         tta = " with the mirror-image TTA" if cfg.tta_flip else ""
@@ -392,7 +399,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PipeSafe:
+    """A text stream that survives its reader going away (``mgcnn train | head -1``, a dead ``tee``): once a write
+    or flush hits a closed pipe, the rest of the output goes to the null device and the command goes on, so a run
+    finishes (writing progress only where it can) instead of stopping with a misleading exit code."""
+
+    def __init__(self, stream):
+        self._stream, self.broken = stream, False
+
+    def _closed_pipe(self) -> None:
+        self.broken = True
+        try:  # the interpreter's last flush of the real stream must not complain either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        self._stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._closed_pipe()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._closed_pipe()
+
+    def isatty(self) -> bool:
+        return not self.broken and self._stream.isatty()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _PipeSafe(sys.stdout), _PipeSafe(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -400,18 +452,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from .data import DatasetCorruptError, DatasetNotFoundError, DownloadError
     from .perf import tune_allocator
-    from .train import CheckpointError, RunDirectoryError, TrainingDivergedError, TrainingInterrupted
+    from .train import CheckpointError, LaunchError, RunDirectoryError, TrainingDivergedError, TrainingInterrupted
 
     if not getattr(args, "default_malloc", False):  # `mgcnn bench --default-malloc` measures glibc's default
         tune_allocator()  # before the first large tensor; see mgcnn.perf
 
     try:
         return args.func(args)
-    except BrokenPipeError:  # `mgcnn params | head` is fine
-        sys.stderr.close()
-        return 0
     except (DatasetNotFoundError, DatasetCorruptError, DownloadError, RunDirectoryError, CheckpointError,
-            FileNotFoundError, ValueError) as e:
+            LaunchError, FileNotFoundError, ValueError) as e:
         print(f"mgcnn {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ImportError as e:  # an optional extra that is not installed (plots, tensorboard, slurm)

@@ -106,8 +106,10 @@ def parse_yaml(text: str, source: str) -> object:
 def read_yaml(path: str | Path) -> object:
     """Parse a YAML file (see :func:`parse_yaml`); a missing or unreadable file is one clear error too."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a YAML file")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
@@ -148,7 +150,10 @@ class DirectoryLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
             except PermissionError:
-                return False  # a teammate's lock file we may not write: treat the run as theirs
+                if is_locked(self.folder):
+                    return False  # a teammate's lock file we may not write, held by their trainer: their run
+                raise PermissionError(errno.EACCES, f"Permission denied: cannot take the lock {self.path} (nobody "
+                                      "holds it, but this user may not write it)", str(self.folder)) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -82,3 +82,25 @@ def test_yaml_syntax_errors_and_duplicate_keys_name_the_line(tmp_path, capsys):
     study.write_text("name: s\nrows:\n  - {label: a}\nrows: []\n")
     assert cli.main(["sweep", str(study)]) == 2
     assert "duplicate key 'rows'" in one_error_line(capsys)
+
+
+def test_a_config_path_that_is_a_directory_or_empty_says_what_it_is(tmp_path, capsys):
+    """Issue item 20: --config DIR and --config /dev/null said "does not exist"."""
+    from tests.helpers import one_error_line
+
+    assert cli.main(["train", "--config", str(tmp_path), "--print-config"]) == 2
+    assert "is a directory, not a YAML file" in one_error_line(capsys)
+    assert cli.main(["train", "--config", "/dev/null", "--print-config"]) == 2
+    assert "/dev/null is empty" in one_error_line(capsys)
+
+
+def test_resume_cannot_write_to_another_folder(tmp_path, capsys, data_root):
+    """Issue item 20: `--resume A --out B` blamed "--resume B"."""
+    from mgcnn.train import train
+    from tests.helpers import one_error_line, quiet, tiny
+
+    train(tiny(data_root, tmp_path / "a", epochs=2), stop_after=1, **quiet)
+    assert cli.main(["train", "--resume", str(tmp_path / "a"), "--out", str(tmp_path / "b")]) == 2
+    line = one_error_line(capsys)
+    assert f"--resume {tmp_path / 'a'} continues the run in" in line and "drop --out" in line
+    assert not (tmp_path / "b").exists()

@@ -24,3 +24,17 @@ def test_eval_reads_only_the_test_split_and_works_from_another_directory(data_ro
     assert res["n"] == 32
     res = evaluate_checkpoint(run / "checkpoint.pt")  # the stored (resolved) data_dir, from another directory
     assert res["n"] == 32
+
+
+def test_eval_of_a_mixed_precision_run_evaluates_as_the_run_did(data_root, tmp_path):
+    """Issue item 11: `mgcnn eval` of a --amp bf16 run evaluated without autocast: its loss differed from the run's."""
+    import json
+
+    from mgcnn.train import evaluate_checkpoint
+
+    run = tmp_path / "run"
+    train(tiny(data_root, run, epochs=1, amp="bf16", deterministic=True), **quiet)  # stock kernels in both
+    res = evaluate_checkpoint(run / "checkpoint.pt", device="cpu", batch_size=32)
+    recorded = json.loads((run / "result.json").read_text())
+    assert res["amp"] == "bf16"
+    assert res["test_loss"] == recorded["test_loss"] and res["test_acc"] == recorded["test_acc"]

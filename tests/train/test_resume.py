@@ -59,3 +59,44 @@ def test_resume_restores_the_metrics_line_lost_after_the_checkpoint(data_root, t
     train(tiny(data_root, run, epochs=2), resume=True, **quiet)  # nothing left to train: only the records
     assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert (run / "result.json").is_file()
+
+
+def test_growing_epochs_with_progressive_resizing_is_refused_where_it_would_change_trained_epochs(data_root,
+                                                                                                  tmp_path, capsys):
+    """Issue item 6: which epoch is at full size depends on the total, so growing it could make the epochs trained
+    so far differ from an uninterrupted run of the new length."""
+    run = tmp_path / "run"
+    cfg = tiny(data_root, run, epochs=2, schedule="step", step_size=10, train_size=24, full_size_epochs=1)
+    train(cfg, **quiet)  # epoch 2 was trained at the full size
+    assert cli.main(["train", "--resume", str(run), "--epochs", "3"]) == 2
+    line = one_error_line(capsys)
+    assert "cannot change epochs (2 -> 3)" in line and "epoch(s) [2]" in line and "train_size=24" in line
+    early = tmp_path / "early"  # after epoch 1 of 3 (a crop epoch either way): growing to 4 changes nothing trained
+    train(tiny(data_root, early, epochs=3, schedule="step", step_size=10, train_size=24, full_size_epochs=1),
+          stop_after=1, **quiet)
+    assert cli.main(["train", "--resume", str(early), "--epochs", "4"]) == 0
+
+
+def test_resuming_with_another_number_of_processes_is_refused(data_root, tmp_path, capsys):
+    """Issue item 9: a 2-process run resumed by 1 process was silent, and its result said world_size 1."""
+    from mgcnn.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    train(tiny(data_root, run, epochs=2), stop_after=1, **quiet)
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["world_size"] == 1  # recorded
+    save_checkpoint(run / "checkpoint.pt", {**state, "world_size": 2})  # as a torchrun --nproc_per_node 2 run
+    assert cli.main(["train", "--resume", str(run)]) == 2
+    line = one_error_line(capsys)
+    assert "trained by 2 process(es)" in line and "runs 1" in line and "--nproc_per_node 2" in line
+
+
+def test_the_test_set_of_a_run_is_fixed_and_recorded(data_root, tmp_path, capsys):
+    """Issue item 12: --resume --test-subset N was allowed, so "best" compared accuracies on different test sets."""
+    run = tmp_path / "run"
+    train(tiny(data_root, run, epochs=2, test_subset=24), stop_after=1, **quiet)
+    assert cli.main(["train", "--resume", str(run), "--test-subset", "8"]) == 2
+    assert "cannot change test_subset (24 -> 8)" in one_error_line(capsys)
+    assert cli.main(["train", "--resume", str(run)]) == 0
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [h["test_images"] for h in lines] == [24, 24]

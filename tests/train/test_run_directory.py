@@ -25,8 +25,8 @@ def test_run_directory_contents(data_root, tmp_path, device):
         ["config.yaml", "metrics.jsonl", "result.json", "env.json", "checkpoint.pt", ".lock"])
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2]
-    assert set(lines[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr",
-                             "seconds", "images_per_sec", "images", "time"}
+    assert set(lines[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "test_images",
+                             "lr", "seconds", "images_per_sec", "images", "time"}
     result = json.loads((run / "result.json").read_text())
     for key in ("model", "dataset", "params", "epochs", "train_acc", "test_acc", "best_test_acc"):
         assert key in result
@@ -114,3 +114,64 @@ def test_run_directory_error_is_still_raised_for_existing_runs(data_root, tmp_pa
     train(tiny(data_root, tmp_path / "run", epochs=1), **quiet)
     with pytest.raises(RunDirectoryError, match="already holds a finished run"):
         train(tiny(data_root, tmp_path / "run", epochs=1), **quiet)
+
+
+def test_overwrite_deletes_everything_the_old_run_owned(data_root, tmp_path, capsys):
+    """Issue item 4: --overwrite left the old run's export/, per-class files and error.txt behind."""
+    run = tmp_path / "run"
+    train(tiny(data_root, run, epochs=1), **quiet)
+    assert cli.main(["export", str(run)]) == 0
+    assert cli.main(["export", str(run), "--out", str(run)]) == 0  # an export into the run folder itself
+    assert cli.main(["eval", str(run / "checkpoint.pt"), "--per-class"]) == 0
+    (run / "error.txt").write_text("an old failure\n")
+    (run / "notes.txt").write_text("the user's own file\n")
+    old = {p.name for p in run.iterdir()}
+    assert {"export", "model.safetensors", "config.json", "confusion.csv", "per_class.csv", "error.txt"} <= old
+    train(tiny(data_root, run, epochs=1, seed=1), overwrite=True, **quiet)
+    left = {p.name for p in run.iterdir()}
+    assert not left & {"export", "model.safetensors", "config.json", "confusion.csv", "per_class.csv",
+                       "confusion.png", "error.txt"}
+    assert "notes.txt" in left and (run / "result.json").is_file()  # what the run did not own stays
+
+
+def test_out_holding_the_users_own_run_file_names_is_refused(data_root, tmp_path, capsys):
+    """Issue item 5: the user's own config.yaml and metrics.jsonl in --out were silently replaced."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.yaml").write_text("my: settings\n")
+    (out / "metrics.jsonl").write_text('{"my": 1}\n')
+    args = ["train", *TINY_ARGS, "--data-dir", str(data_root), "--out", str(out), "--epochs", "1"]
+    assert cli.main(args) == 2
+    line = one_error_line(capsys)
+    assert "config.yaml, metrics.jsonl" in line and "no mgcnn run wrote" in line and "--overwrite" in line
+    assert (out / "config.yaml").read_text() == "my: settings\n"
+    # a run that failed before its first checkpoint left mgcnn's own files: running again is fine
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    (failed / "env.json").write_text(json.dumps({"mgcnn": "0.2.0", "time_utc": "2026-01-01T00:00:00+00:00"}))
+    (failed / "config.yaml").write_text("model: mgiad\n")
+    assert cli.main(["train", *TINY_ARGS, "--data-dir", str(data_root), "--out", str(failed), "--epochs", "1"]) == 0
+    assert cli.main([*args, "--overwrite"]) == 0  # asked for: replaced
+    assert (out / "result.json").is_file()
+
+
+def test_a_dangling_symlink_out_and_an_unwritable_lock_say_what_they_are(data_root, tmp_path, capsys, monkeypatch):
+    """Issue item 20: a dangling-symlink --out said "File exists"; a folder whose lock cannot be written (chmod 000)
+    was reported as being trained by another process."""
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere")
+    assert cli.main(["train", *TINY_ARGS, "--data-dir", str(data_root), "--out", str(link), "--epochs", "1"]) == 2
+    line = one_error_line(capsys)
+    assert "symbolic link" in line and "nowhere" in line and "does not exist" in line
+    real_open = os.open
+
+    def denied(path, flags, *a):  # what chmod 000 does to a non-root user (root bypasses permissions)
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(os, "open", denied)
+    assert cli.main(["train", *TINY_ARGS, "--data-dir", str(data_root), "--out", str(tmp_path / "r"),
+                     "--epochs", "1"]) == 2
+    line = one_error_line(capsys)
+    assert "Permission denied" in line and "being trained" not in line and "check the permissions" in line

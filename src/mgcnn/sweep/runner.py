@@ -29,7 +29,7 @@ from typing import Any
 
 from ..fileio import atomic_write_text, is_locked
 from ..train.config import RESUME_MUTABLE, TrainConfig, save_yaml
-from ..train.process import available_cpus
+from ..train.process import available_cpus, resolve_device
 from .study import RunSpec, Study, expand
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -166,6 +166,8 @@ def run_sweep(
         else:
             todo.append((r, state == "resume"))
     _check_data([r for r, _ in todo])  # before anything is written
+    if executor == "local":  # a cluster's runs train on its nodes, whose devices this machine cannot see
+        _check_devices([r for r, _ in todo])
     (out / "runs").mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "index.jsonl", _index_text(runs))
     elsewhere = sum(o.status == "running elsewhere" for o in outcomes.values())
@@ -247,6 +249,13 @@ def _check_data(runs: list[RunSpec]) -> None:
     for dataset, data_dir in sorted({(r.config.dataset, r.config.data_dir) for r in runs if not r.config.download},
                                     key=str):
         locate_dataset(dataset, data_dir)
+
+
+def _check_devices(runs: list[RunSpec]) -> None:
+    """Every device the runs ask for must exist on this machine before the first run starts (local executors:
+    the runs train here): a missing GPU is one clear error, not one failure per run."""
+    for device in sorted({r.config.device for r in runs}):
+        resolve_device(device)
 
 
 def jobs_threads(jobs: int, cpus: int | None = None) -> int:

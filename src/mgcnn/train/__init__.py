@@ -12,6 +12,7 @@ from .engine import RunResult, TrainingDivergedError, TrainingInterrupted, train
 from .evaluate import EvalResult, best_epoch, evaluate, evaluate_checkpoint
 from .model import build_model
 from .optim import lr_factor
+from .process import LaunchError
 from .rundir import RunDirectoryError, RunLockedError, RunPaths
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "RESUME_MUTABLE",
     "CheckpointError",
     "EvalResult",
+    "LaunchError",
     "RunDirectoryError",
     "RunLockedError",
     "RunPaths",

@@ -60,7 +60,8 @@ class TrainConfig:
     download: bool = _field(False, resume=True, run_id=False)
     verify_data: bool = _field(True, resume=True)
     train_subset: int | None = None  # use only the first N samples of a fixed shuffle of the training set
-    test_subset: int | None = _field(None, resume=True)
+    # fixed on resume: "best" and the records compare accuracies on one test set
+    test_subset: int | None = None
     # Defaults are the speedrun recipe of the main job (`mgcnn train`, docs/speedrun.md): 8 epochs of one-cycle
     # Muon (3x3 convolutions) + SGD (the rest), the first 7 on 28x28 crops, then the mirror-image TTA in the one
     # evaluation at the end.
@@ -116,6 +117,7 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("amp", self.amp, AMP_MODES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_device(self.device)
         for name in ("epochs", "batch_size", "eval_batch_size", "step_size"):
             _check_range(name, getattr(self, name), lo=1)
         for name in ("train_subset", "test_subset", "threads"):
@@ -217,6 +219,19 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
             raise ValueError(f"{name}={value!r} must be a mapping of keyword arguments")
         return value
     return value
+
+
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
+
+
+def check_device(name: object) -> str:
+    """``name`` if it is a device this library can be asked for (whether it exists here is checked when a run
+    starts, by :func:`resolve_device`), else a ``ValueError`` listing the accepted forms."""
+    ok = isinstance(name, str) and (name in ("auto", "cpu", "cuda", "mps") or (
+        name.startswith("cuda:") and name[5:].isdigit()))
+    if not ok:
+        raise ValueError(f"device={name!r} is not a device; use {DEVICE_FORMS}")
+    return name
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

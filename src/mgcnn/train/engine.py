@@ -30,7 +30,7 @@ from ..layers.conv import ConvPlanner, set_conv_planner
 from ..models import count_parameters
 from ..settings import settings
 from .config import TrainConfig
-from .evaluate import best_epoch, evaluate
+from .evaluate import autocast_for, best_epoch, evaluate
 from .loaders import make_loaders
 from .model import build_model
 from .optim import build_optimizer, lr_factor
@@ -189,11 +189,8 @@ def _train(cfg: TrainConfig, proc: Process, rd: RunDirectory, *, progress: bool,
         p.requires_grad_(False)
     optimizer = build_optimizer(model, name=cfg.optimizer, lr=cfg.lr, muon_lr=cfg.muon_lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-
-    def autocast():
-        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+    autocast = autocast_for(device, cfg.amp)
 
     # -- resume: the checkpoint restores weights, optimiser, scaler, RNGs and the records of the epochs done
     state = restore_checkpoint(cfg, paths.checkpoint, model, optimizer, scaler, proc) if rd.resume else TrainState()
@@ -241,17 +238,18 @@ def _train(cfg: TrainConfig, proc: Process, rd: RunDirectory, *, progress: bool,
             total_seconds += seconds
             history.append({
                 "epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": 100.0 * correct / n,
-                **({} if test is None else {"test_loss": test.loss, "test_acc": test.acc, "test_top5": test.top5}),
+                **({} if test is None else {"test_loss": test.loss, "test_acc": test.acc, "test_top5": test.top5,
+                                            "test_images": test.n}),
                 "lr": lr, "seconds": seconds, "images_per_sec": n / seconds, "images": int(n),
                 "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                **({} if val is None else {"val_loss": val.loss, "val_acc": val.acc}),
+                **({} if val is None else {"val_loss": val.loss, "val_acc": val.acc, "val_images": val.n}),
             })
             if any("test_acc" in h for h in history):
                 state.best = best_epoch(history)["test_acc"]
             _check_finite(model, None if test is None else test.loss, epoch + 1, paths.checkpoint, history[:-1])
             if proc.is_main:
                 save_checkpoint(paths.checkpoint, checkpoint_state(cfg, model, optimizer, scaler, history,
-                                                                   state.best, pretrained_cfg(spec)))
+                                                                   state.best, pretrained_cfg(spec), proc.world_size))
                 write_metrics(paths, history)
             saved_epoch = epoch + 1
             if epoch == start_epoch and planner is not None:

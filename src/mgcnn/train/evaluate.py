@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,11 +80,21 @@ def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any]:
     return max((h for h in history if key in h), key=lambda h: (h[key], -h["epoch"]))
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_for(device: torch.device, amp: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of the autocast contexts of a run's mixed precision ``amp`` (``off``: autocast disabled)."""
+    dtype = AMP_DTYPES.get(amp)
+    return lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
 def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,
                         device: str = "auto", batch_size: int = 1000, tta_flip: bool | None = None) -> dict[str, Any]:
     """Rebuild the model of a checkpoint and evaluate it on the test split of ``dataset`` (default: its own).
 
-    ``tta_flip`` (default: as the run was evaluated) averages the logits of each image and its mirror image.
+    ``tta_flip`` (default: as the run was evaluated) averages the logits of each image and its mirror image; the
+    run's mixed precision (``amp``) is used as in its evaluations.
 
     Returns loss, top-1 and top-5 accuracy, per-class accuracy and the confusion matrix (rows: true class), with the
     class names.
@@ -98,9 +109,10 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
     loader = DeviceLoader(data.test_images, data.test_labels, batch_size, mean=data.spec.mean, std=data.spec.std,
                           train=False, device=dev, channels_last=cfg.channels_last)
     tta = cfg.tta_flip if tta_flip is None else tta_flip
-    res = evaluate(model, loader, contextlib.nullcontext, num_classes=data.spec.num_classes, tta_flip=tta)
+    # the precision the run was evaluated in, so that loss and accuracy match its record
+    res = evaluate(model, loader, autocast_for(dev, cfg.amp), num_classes=data.spec.num_classes, tta_flip=tta)
     return {"checkpoint": str(path), "model": cfg.model, "dataset": data.spec.name, "epoch": state["epoch"],
-            "tta_flip": tta,
+            "tta_flip": tta, "amp": cfg.amp,
             "test_loss": res.loss, "test_acc": res.acc, "test_top5": res.top5, "n": res.n,
             "classes": list(data.spec.classes), "per_class_acc": res.per_class.tolist(),
             "confusion": res.confusion.tolist()}

@@ -20,19 +20,69 @@ import torch.distributed as dist
 from torch import nn
 
 from ..perf import allocator_state, restore_allocator, tune_allocator
-from .config import TrainConfig
+from ..settings import settings
+from .config import TrainConfig, check_device
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` (this process's local GPU) or ``cuda:N``."""
+    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` (this process's local GPU), ``cuda:N`` or ``mps``,
+    checked against this machine: a device it does not have is one ``ValueError`` naming the way out."""
+    name = check_device(name)
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} asked for CUDA, but torch.cuda.is_available() is False; use --device cpu")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={name!r} asked for CUDA, but torch.cuda.is_available() is False; use "
+                             "--device cpu")
+        if dev.index is None:
+            dev = torch.device(f"cuda:{local_rank}")
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={name!r}: Apple's MPS backend is not available on this machine; use --device cpu")
     return dev
+
+
+class LaunchError(RuntimeError):
+    """A distributed launch that cannot start: the processes the environment announces did not all join."""
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """The process's place in a ``torchrun`` launch, from the environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``)."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+
+def _env_int(name: str, default: int, lo: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < lo:
+        raise ValueError(f"the environment variable {name}={raw!r} must be an integer >= {lo} (torchrun sets it); "
+                         f"unset it to train in one process")
+    return value
+
+
+def dist_env() -> DistEnv:
+    """Parse the launcher's variables, each checked with a message naming it. Without ``WORLD_SIZE`` (or with 1)
+    this is a single process, and stray ``RANK``/``LOCAL_RANK`` values are ignored."""
+    world_size = _env_int("WORLD_SIZE", 1, 1)
+    if world_size == 1:
+        return DistEnv()
+    rank, local_rank = _env_int("RANK", 0, 0), _env_int("LOCAL_RANK", 0, 0)
+    if rank >= world_size:
+        raise ValueError(f"the environment says RANK={rank} but WORLD_SIZE={world_size}: ranks run from 0 to "
+                         f"{world_size - 1}")
+    return DistEnv(world_size, rank, local_rank)
 
 
 def available_cpus() -> int:
@@ -77,8 +127,8 @@ class Process:
 
 def setup_process(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> Process:
     """Devices, the process group under ``torchrun``, threads, determinism and the seed. Call ``close()`` after."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    env = dist_env()
+    world_size, local_rank = env.world_size, env.local_rank
     device = resolve_device(cfg.device, local_rank)
     undo: list[Callable[[], None]] = []
     allocator = allocator_state()
@@ -86,7 +136,7 @@ def setup_process(cfg: TrainConfig, log: Callable[[str], None] | None = None) ->
     undo.append(lambda: restore_allocator(allocator))
     if world_size > 1:
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            _init_process_group("nccl" if device.type == "cuda" else "gloo", env, log)
         undo.append(_end_process_group)
     rank = dist.get_rank() if world_size > 1 else 0
     say = (log or (lambda s: print(s, flush=True))) if rank == 0 else (lambda s: None)
@@ -111,6 +161,28 @@ def setup_process(cfg: TrainConfig, log: Callable[[str], None] | None = None) ->
     undo.append(lambda: torch.set_rng_state(rng))
     torch.manual_seed(cfg.seed)
     return Process(device, rank, world_size, say, undo)
+
+
+def _init_process_group(backend: str, env: DistEnv, log: Callable[[str], None] | None) -> None:
+    """Join the process group, saying what it waits for; after ``MGCNN_DIST_TIMEOUT`` seconds (default 600) without
+    the other processes, one clear error instead of torch's 30-minute wait (leftover torchrun variables in a shell
+    look exactly like a launch whose peers have not started yet)."""
+    import datetime
+
+    timeout = settings().dist_timeout
+    where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    if env.rank == 0:
+        (log or (lambda s: print(s, flush=True)))(
+            f"waiting up to {timeout:.0f} s for {env.world_size} processes to join at {where} (WORLD_SIZE="
+            f"{env.world_size} from the environment; unset WORLD_SIZE and RANK to train in one process)")
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+    except (RuntimeError, ValueError) as e:  # torch's DistStoreError is a RuntimeError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LaunchError(f"the {env.world_size} processes of WORLD_SIZE={env.world_size} did not all join at "
+                           f"{where} within {timeout:.0f} s ({first}). Launch with torchrun, or unset WORLD_SIZE, "
+                           "RANK, MASTER_ADDR and MASTER_PORT to train in one process; MGCNN_DIST_TIMEOUT sets "
+                           "the wait") from None
 
 
 def _end_process_group() -> None:

@@ -40,6 +40,13 @@ def restore_checkpoint(cfg: TrainConfig, ckpt_path: Path, model: nn.Module, opti
     """Load a run's checkpoint into model, optimizer, scaler and RNGs (the checkpoint is the source of truth)."""
     state = load_checkpoint(ckpt_path, require=RESUME_KEYS)
     changed = resume_changes(state["config"], cfg, state["epoch"])
+    saved_world = state.get("world_size")  # not recorded before the field existed: not checked then
+    if saved_world is not None and saved_world != proc.world_size:
+        raise CheckpointError(
+            f"{ckpt_path} was trained by {saved_world} process(es) and this resume runs {proc.world_size}: each "
+            f"process normalises its own share of the batch, so the rest of the run would train another model than "
+            f"the record says. Resume with torchrun --nproc_per_node {saved_world} (or in one process if it was one), "
+            "or start a new run")
     load_weights(model, state["model"], ckpt_path, cfg.model)
     try:
         optimizer.load_state_dict(state["optimizer"])
@@ -56,16 +63,17 @@ def restore_checkpoint(cfg: TrainConfig, ckpt_path: Path, model: nn.Module, opti
 
 
 def checkpoint_state(cfg: TrainConfig, model: nn.Module, optimizer, scaler, history: list[dict[str, Any]],
-                     best: float, pretrained_cfg: dict[str, Any]) -> dict[str, Any]:
+                     best: float, pretrained_cfg: dict[str, Any], world_size: int) -> dict[str, Any]:
     """Everything :func:`restore_checkpoint` needs to continue after the last epoch of ``history`` exactly as an
-    uninterrupted run would (weights, optimiser and scaler state, RNGs, the config, the records), plus the
+    uninterrupted run would (weights, optimiser and scaler state, RNGs, the config, the records, the number of
+    processes that trained it), plus the
     preprocessing config that :func:`mgcnn.load_model` attaches to the model."""
     epoch = len(history)
     return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": strip_prefixes(model.state_dict()),
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "scheduler": {"schedule": cfg.schedule, "progress_epochs": epoch},
             "rng": rng_state(), "config": cfg.to_dict(), "history": history, "best_test_acc": best,
-            "pretrained_cfg": pretrained_cfg}
+            "pretrained_cfg": pretrained_cfg, "world_size": world_size}
 
 
 def resume_changes(saved: dict[str, Any], cfg: TrainConfig, done: int = 0) -> dict[str, tuple[Any, Any]]:
@@ -82,6 +90,15 @@ def resume_changes(saved: dict[str, Any], cfg: TrainConfig, done: int = 0) -> di
                 f"--resume cannot change epochs ({saved['epochs']} -> {cfg.epochs}) of a {cfg.schedule} schedule: "
                 f"its lr depends on the total, so the epochs trained so far followed another schedule than the "
                 f"config would record. Start a new run, or use a step/constant schedule to extend runs")
+        if cfg.train_size is not None:  # progressive resizing: the last full_size_epochs are at full size
+            old, full = saved["epochs"], cfg.full_size_epochs
+            moved = [e + 1 for e in range(done) if (e < old - full) != (e < cfg.epochs - full)]
+            if moved:
+                raise CheckpointError(
+                    f"--resume cannot change epochs ({old} -> {cfg.epochs}) of this run: with progressive resizing "
+                    f"(train_size={cfg.train_size}, full_size_epochs={full}) epoch(s) {moved} would have been trained "
+                    f"at another image size than the ones trained so far. Start a new run to train {cfg.epochs} "
+                    "epochs")
     fixed = {k: d for k, d in changed.items() if k not in RESUME_MUTABLE}
     if fixed:
         what = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in fixed.items())

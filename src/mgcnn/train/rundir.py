@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import shutil
 import socket
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 
 from .._version import __version__
-from ..checkpoint import CHECKPOINT_FILE
+from ..checkpoint import CHECKPOINT_FILE, EXPORT_CONFIG, EXPORT_WEIGHTS
 from ..fileio import DirectoryLock, atomic_write_text, remove_stale_parts
 from ..perf import allocator_state
 from ..settings import settings
@@ -55,10 +56,19 @@ class RunPaths:
     checkpoint = property(lambda self: self.root / CHECKPOINT_FILE)
     result = property(lambda self: self.root / "result.json")
     tensorboard = property(lambda self: self.root / "tb")
+    error = property(lambda self: self.root / "error.txt")  # a sweep's record of why the run failed
+    export = property(lambda self: self.root / "export")  # mgcnn export's default folder
+    # what else is derived from a run inside its folder: mgcnn eval --per-class, and mgcnn export --out RUN
+    DERIVED = ("confusion.csv", "per_class.csv", "confusion.png", EXPORT_WEIGHTS, EXPORT_CONFIG)
 
     def files(self) -> tuple[Path, ...]:
         """The files a run writes (``tensorboard`` is a folder)."""
         return (self.config, self.metrics, self.result, self.env, self.checkpoint, self.steps)
+
+    def owned(self) -> tuple[Path, ...]:
+        """Everything in the folder that belongs to the run and goes when it is replaced: its files, TensorBoard
+        events, a sweep's error record, and what was derived from it (exports, per-class evaluations)."""
+        return (*self.files(), self.tensorboard, self.error, self.export, *(self.root / n for n in self.DERIVED))
 
 
 @dataclass
@@ -189,13 +199,33 @@ def _check_run_dir(paths: RunPaths, resume: bool, overwrite: bool) -> bool:
                 "it, or --out to choose another directory."
             )
         return True
+    foreign = [p.name for p in paths.files() if p.exists()]
+    if foreign and not _from_mgcnn(paths):  # e.g. the user's own config.yaml: never replaced without being asked
+        if not overwrite:
+            raise RunDirectoryError(
+                f"{run_dir} holds {', '.join(foreign)} that no mgcnn run wrote (no env.json of one); choose an empty "
+                "or new --out, or pass --overwrite to replace them")
+        return True
     return False
 
 
+def _from_mgcnn(paths: RunPaths) -> bool:
+    """Whether the folder's run files were written by an mgcnn run (one that failed before its first checkpoint
+    leaves them; its env.json, written first, says so)."""
+    try:
+        env = json.loads(paths.env.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(env, dict) and "mgcnn" in env and "time_utc" in env
+
+
 def _clear_run_dir(paths: RunPaths) -> None:
-    for path in paths.files():
-        path.unlink(missing_ok=True)
-    shutil.rmtree(paths.tensorboard, ignore_errors=True)
+    """Delete everything the old run owned (:meth:`RunPaths.owned`): nothing of it may outlive ``--overwrite``."""
+    for path in paths.owned():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 class RunDirectory:
@@ -204,6 +234,9 @@ class RunDirectory:
     """
 
     def __init__(self, path: Path, proc: Process, *, resume: bool, overwrite: bool):
+        if path.is_symlink() and not path.exists():
+            raise RunDirectoryError(f"--out {path} is a symbolic link to {os.readlink(path)}, which does not exist; "
+                                    "create that folder or choose another --out")
         if path.exists() and not path.is_dir():
             raise RunDirectoryError(f"--out {path} is a file, not a directory; choose another --out")
         self.path, self.paths, self.proc = path, RunPaths(path), proc
@@ -236,7 +269,6 @@ class RunDirectory:
                 _clear_run_dir(self.paths)
             if epochs_done < cfg.epochs:  # a finished run trained further is not finished until it finishes again
                 self.paths.result.unlink(missing_ok=True)
-            save_yaml(cfg, self.paths.config)
             self.env = environment(self.proc.device, self.proc.world_size, data, planner)
             self.env["data_files"] = self.env["data_files"] and {**self.env["data_files"], "verified": cfg.verify_data}
             if self.resume:  # keep the provenance of the earlier segments of a resumed run
@@ -245,7 +277,9 @@ class RunDirectory:
                     self.env["earlier_segments"] = old.pop("earlier_segments", []) + [old]
                 except (OSError, ValueError):
                     pass
+            # env.json first: it marks the folder as an mgcnn run's before any other file of the run is written
             atomic_write_text(self.paths.env, json.dumps(self.env, indent=2))
+            save_yaml(cfg, self.paths.config)
             # the metrics file follows the checkpoint: a line lost to a kill after the checkpoint is restored
             write_metrics(self.paths, history)
         self.started = True
