@@ -82,3 +82,17 @@ def test_yaml_syntax_errors_and_duplicate_keys_name_the_line(tmp_path, capsys):
     study.write_text("name: s\nrows:\n  - {label: a}\nrows: []\n")
     assert cli.main(["sweep", str(study)]) == 2
     assert "duplicate key 'rows'" in one_error_line(capsys)
+
+
+def test_a_config_that_is_not_a_train_config_is_a_clear_error_or_read_as_fields():
+    from mgcnn.train.config import as_train_config
+
+    cfg = TrainConfig(epochs=3)
+    assert as_train_config(cfg) is cfg
+    assert as_train_config({"epochs": 3, "model_kwargs.group_size": 4}) == TrainConfig(
+        epochs=3, model_kwargs={"group_size": 4}).validate()
+    for bad in (None, "runs/x", 3, ["epochs", 3]):
+        with pytest.raises(TypeError, match=r"takes a TrainConfig \(or a mapping of its fields\)"):
+            as_train_config(bad)
+    with pytest.raises(ValueError, match="unknown config field"):
+        as_train_config({"epoch": 3})
