@@ -22,8 +22,13 @@ dataset it was trained on, input channels, stored and padded image sizes, the no
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import re
+import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -75,22 +80,102 @@ def content_checksum(state: Any) -> str:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically with a content checksum (``"checksum"``) that :func:`load_checkpoint` verifies."""
+    """Write ``state`` atomically with a content checksum (``"checksum"``) that :func:`load_checkpoint` verifies.
+
+    A failed write (a full disk, a quota, an I/O error) leaves the previous file intact and no temporary file, and
+    raises an :class:`OSError` naming ``path`` with the cause's errno (``ENOSPC`` for a full disk), not the
+    ``RuntimeError`` torch wraps it in.
+    """
+    path = Path(path)
     state = {k: v for k, v in state.items() if k != "checksum"}
-    atomic_write(path, lambda fh: torch.save({**state, "checksum": content_checksum(state)}, fh))
+    payload = {**state, "checksum": content_checksum(state)}
+    try:
+        atomic_write(path, lambda fh: torch.save(payload, fh))
+    except OSError as e:
+        raise _write_error(e, path) from e
+    except RuntimeError as e:  # torch's zip writer turns a failed write into "[enforce fail ...] PytorchStreamWriter"
+        if _os_error_in(e) is None and not re.search(r"PytorchStreamWriter|write failed|unexpected pos", str(e)):
+            raise
+        raise _write_error(e, path) from e
+
+
+def _os_error_in(e: BaseException) -> OSError | None:
+    """The OSError ``e`` is or was raised while handling (torch keeps the write's error as the context)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _write_error(e: BaseException, path: Path) -> OSError:
+    """One OSError for a failed write of ``path``: the underlying errno and reason, else ENOSPC when the disk is
+    full, else EIO with torch's first line."""
+    cause = _os_error_in(e)
+    if cause is not None and cause.errno is not None:
+        return OSError(cause.errno, cause.strerror or os.strerror(cause.errno), str(path))
+    try:
+        full = shutil.disk_usage(path.parent).free == 0
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return OSError(errno.EIO, f"writing failed ({_first_sentence(e)})", str(path))
+
+
+def _first_sentence(e: BaseException | str, limit: int = 200) -> str:
+    """The first sentence of an error message (torch's and safetensors' run over several lines of advice)."""
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", str(e).strip())
+    text = re.split(r"(?<=[a-z0-9)'\"])\.\s|\n", text, maxsplit=1)[0].strip() or type(e).__name__
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _not_a_checkpoint(path: Path, e: BaseException) -> str:
+    """One line saying what ``path`` is instead of a checkpoint (torch's message is advice on unsafe loading)."""
+    text = str(e)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        head = b""
+    if not head:
+        return f"{path} is not an mgcnn checkpoint (the file is empty)"
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"{path} is not an mgcnn checkpoint: it stores a Python object ({found.group(1)}) that only "
+                "unpickling could rebuild; mgcnn checkpoints hold tensors and plain values, and this file is not "
+                "unpickled, for safety")
+    if head.startswith(b"PK"):
+        if "PytorchStreamReader failed reading" in text or isinstance(e, OSError):  # torch's reader: EINVAL
+            return (f"{path} is damaged or truncated (torch cannot read its zip archive: a copy cut short, a bad "
+                    "disk); use an intact copy")
+        return f"{path} is not an mgcnn checkpoint (a zip archive that torch.save did not write)"
+    if head[:1] == b"\x80":
+        return f"{path} is not an mgcnn checkpoint (a pickle that torch.save did not write; it is not unpickled)"
+    return f"{path} is not an mgcnn checkpoint (not a torch zip/pickle file)"
 
 
 def load_checkpoint(path: str | Path, *, require: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`, verify its checksum and the keys in ``require``."""
+    """Load a checkpoint written by :func:`save_checkpoint`, verify its checksum and the keys in ``require``.
+
+    Any other file (text, a zip or pickle of something else, a truncated copy, a file holding Python objects) is one
+    line of :class:`CheckpointError` saying what it is; nothing is unpickled beyond tensors and plain values.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it did not write
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:
         raise CheckpointError(f"{path}: permission denied; make it readable (chmod a+r {path})") from None
     except Exception as e:  # noqa: BLE001 - report any unreadable file the same way
-        raise CheckpointError(f"{path} is not a readable mgcnn checkpoint ({type(e).__name__}: {e})") from None
+        if isinstance(e, OSError) and e.errno not in (None, errno.EINVAL):  # EINVAL: torch read past a cut end
+            raise CheckpointError(f"{path} cannot be read ({e.strerror or e})") from None
+        raise CheckpointError(_not_a_checkpoint(path, e)) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not an mgcnn checkpoint (a {type(state).__name__}, expected a dict)")
     stored = state.pop("checksum", None)
