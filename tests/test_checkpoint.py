@@ -166,3 +166,108 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line_without_torchs_advice(tmp_p
         assert cli.main(["export", str(path), "--out", str(tmp_path / "exp")]) == 2
         assert one_error_line(capsys) == f"mgcnn export: error: {msg}"
     assert not (tmp_path / "exp").exists()
+
+
+def test_load_model_of_a_run_directory_reads_its_checkpoint_not_an_export_inside_it(data_root, tmp_path, capsys):
+    import mgcnn
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    train(tiny(data_root, run, epochs=1, schedule="constant"), **quiet)
+    assert cli.main(["export", str(run), "--out", str(run)]) == 0  # an export inside the run folder itself
+    exported = load_file(run / "model.safetensors")
+    train(tiny(data_root, run, epochs=2, schedule="constant"), resume=True, **quiet)  # the run goes on
+    current = load_checkpoint(run / "checkpoint.pt")["model"]
+    model = mgcnn.load_model(run)
+    assert all(torch.equal(v, current[k]) for k, v in model.state_dict().items())  # the checkpoint: the truth
+    assert not all(torch.equal(exported[k], current[k]) for k in exported)
+    old = mgcnn.load_model(run / "model.safetensors")  # naming the export's file loads that export
+    assert all(torch.equal(v, exported[k]) for k, v in old.state_dict().items())
+
+
+def _export_of(data_root, tmp_path) -> Path:
+    from mgcnn.hub import export
+
+    run = tmp_path / "run"
+    train(tiny(data_root, run, epochs=1), **quiet)
+    return export(run, tmp_path / "exp")
+
+
+def _edited_copy(src: Path, dst: Path, config=None, weights=None) -> Path:
+    """A copy of the export ``src`` with config.json edited by ``config(meta)`` (None: as is) and the weights
+    replaced by ``weights`` (bytes), the recorded checksum following them (an edit, not damage)."""
+    import hashlib
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "config.json").read_text())
+    if weights is not None:
+        (dst / "model.safetensors").write_bytes(weights)
+        if "weights_sha256" in meta:
+            meta["weights_sha256"] = hashlib.sha256(weights).hexdigest()
+    if config is not None:
+        meta = config(meta)
+    (dst / "config.json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
+    return dst
+
+
+def test_a_damaged_or_edited_export_is_one_checkpoint_error_naming_the_file(data_root, tmp_path):
+    import mgcnn
+    from safetensors.torch import save
+
+    exp = _export_of(data_root, tmp_path)
+    other = {k: v[:1].contiguous() if v.dim() else v for k, v in mgcnn.load_model(exp).state_dict().items()}
+
+    def without(key):
+        return lambda m: {k: v for k, v in m.items() if k != key}
+
+    def with_(path, value):
+        def edit(m):
+            d = m
+            for key in path[:-1]:
+                d = d[key]
+            d[path[-1]] = value
+            return m
+        return edit
+
+    cases = {
+        "not json": (dict(config=lambda m: "{not json"), "config.json"),
+        "a list": (dict(config=lambda m: [m]), "config.json"),
+        "no architecture": (dict(config=without("architecture")), "config.json"),
+        "no model_kwargs": (dict(config=without("model_kwargs")), "config.json"),
+        "no pretrained_cfg": (dict(config=without("pretrained_cfg")), "config.json"),
+        "architecture 5": (dict(config=with_(["architecture"], 5)), "config.json"),
+        "unknown architecture": (dict(config=with_(["architecture"], "mgiad_nope")), "config.json"),
+        "model_kwargs a list": (dict(config=with_(["model_kwargs"], [1, 2])), "config.json"),
+        "unknown model keyword": (dict(config=with_(["model_kwargs", "bogus"], 1)), "config.json"),
+        "num_classes a string": (dict(config=with_(["pretrained_cfg", "num_classes"], "ten")), "config.json"),
+        "in_channels missing": (dict(config=lambda m: {**m, "pretrained_cfg": {
+            k: v for k, v in m["pretrained_cfg"].items() if k != "in_channels"}}), "config.json"),
+        "mean of the wrong length": (dict(config=with_(["pretrained_cfg", "mean"], [0.5])), "config.json"),
+        "weights of another shape": (dict(weights=save(other)), "model.safetensors"),
+        "truncated weights": (dict(weights=(exp / "model.safetensors").read_bytes()[:3000]), "model.safetensors"),
+    }
+    for i, (case, (edit, named)) in enumerate(cases.items()):
+        folder = _edited_copy(exp, tmp_path / f"edited{i}", **edit)
+        with pytest.raises(CheckpointError) as e:
+            mgcnn.load_model(folder)
+        msg = str(e.value)
+        assert "\n" not in msg and str(folder / named) in msg, (case, msg)
+    truncated = _edited_copy(exp, tmp_path / "truncated")
+    (truncated / "model.safetensors").write_bytes((exp / "model.safetensors").read_bytes()[:3000])  # damage
+    with pytest.raises(CheckpointError, match="model.safetensors.*checksum"):
+        mgcnn.load_model(truncated)
+    for bad in (None, 3, ["run"]):
+        with pytest.raises(ValueError, match="load_model"):
+            mgcnn.load_model(bad)
+
+
+def test_create_model_pretrained_true_says_no_weights_are_shipped():
+    import mgcnn
+
+    with pytest.raises(ValueError, match=r"no pretrained weights are shipped for 'mgiad'.*run directory"):
+        mgcnn.create_model("mgiad", pretrained=True)
+    with pytest.raises(ValueError, match=r"pretrained=3 .*a run directory, a checkpoint or an exported folder"):
+        mgcnn.create_model("mgiad", pretrained=3)
+    assert mgcnn.create_model("mgiad_l3_c16_g8", pretrained=False).training  # False: the architecture (as timm)
