@@ -15,7 +15,7 @@ import mgcnn
 from mgcnn import cli
 from mgcnn.train import TrainConfig, evaluate_checkpoint, train
 from mgcnn.data import validation_split
-from tests.helpers import FMNIST_REASON, HAVE_FMNIST, TEST_DATA, TINY, quiet, write_cifar
+from tests.helpers import FMNIST_REASON, HAVE_FMNIST, TEST_DATA, TINY, one_error_line, quiet, write_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,3 +206,92 @@ def test_export_of_a_checkpoint_path_goes_beside_it(run, capsys):
     assert cli.main(["export", str(run / "checkpoint.pt")]) == 0
     assert (run / "export" / "model.safetensors").is_file()
     assert mgcnn.load_model(run / "export").model_name == "mgiad"
+
+
+def test_export_checksum_catches_a_flipped_byte_in_the_header_or_the_data(run, tmp_path):
+    import hashlib
+
+    from mgcnn.checkpoint import CheckpointError
+
+    exp = tmp_path / "exp"
+    mgcnn.hub.export(run, exp)
+    good = (exp / "model.safetensors").read_bytes()
+    header_end = 8 + int.from_bytes(good[:8], "little")
+    for at in (good.index(b'"pt"') + 2, header_end + 7, len(good) - 3):  # header metadata, first and last tensor
+        raw = bytearray(good)
+        raw[at] ^= 0x01  # still a valid safetensors file that loads silently without the checksum
+        (exp / "model.safetensors").write_bytes(raw)
+        with pytest.raises(CheckpointError, match=r"model\.safetensors.*checksum does not match"):
+            mgcnn.load_model(exp)
+    (exp / "model.safetensors").write_bytes(good)
+    assert mgcnn.load_model(exp).model_name == "mgiad"
+    meta = json.loads((exp / "config.json").read_text())
+    assert meta["weights_sha256"] == hashlib.sha256(good).hexdigest()
+    del meta["weights_sha256"]  # an mgcnn 0.2.0 export, before the checksum: still read
+    (exp / "config.json").write_text(json.dumps({**meta, "format": "mgcnn-export/1"}))
+    assert mgcnn.load_model(exp).model_name == "mgiad"
+    (exp / "config.json").write_text(json.dumps(meta))  # today's format without its checksum: incomplete
+    with pytest.raises(CheckpointError, match=r"config\.json lacks \['weights_sha256'\]"):
+        mgcnn.load_model(exp)
+
+
+def test_export_folder_is_atomic_a_failure_leaves_the_previous_export_or_nothing(run, cifar, tmp_path, monkeypatch,
+                                                                                 capsys):
+    import errno
+
+    from mgcnn import fileio
+
+    other = tmp_path / "other"
+    train(TrainConfig(**{**TINY, "data_dir": str(cifar[0]), "out": str(other), "seed": 1}), **quiet)
+    out = tmp_path / "exp"
+    assert cli.main(["export", str(run), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = fileio.atomic_write
+
+    def full_disk_at_config(path, write):  # the disk fills up after the weights are written
+        if Path(path).name == "config.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, write)
+
+    with monkeypatch.context() as m:
+        m.setattr(fileio, "atomic_write", full_disk_at_config)
+        assert cli.main(["export", str(other), "--out", str(out)]) == 2
+        assert "No space left on device" in one_error_line(capsys)
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous export, untouched
+        assert cli.main(["export", str(other), "--out", str(tmp_path / "fresh")]) == 2
+        capsys.readouterr()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "exp", "other", "run"]  # nothing, no leftovers
+    assert cli.main(["export", str(other), "--out", str(out)]) == 0  # a complete export replaces the previous one
+    assert json.loads((out / "config.json").read_text())["source"] == str(other / "checkpoint.pt")
+    assert mgcnn.load_model(out).model_name == "mgiad"
+
+
+def test_an_unfinished_or_still_training_run_is_exported_only_when_allowed(run, cifar, tmp_path, capsys):
+    from mgcnn.fileio import DirectoryLock
+
+    part = tmp_path / "part"
+    train(TrainConfig(**{**TINY, "data_dir": str(cifar[0]), "out": str(part)}), stop_after=1, **quiet)
+    assert cli.main(["export", str(part)]) == 2
+    line = one_error_line(capsys)
+    assert "unfinished" in line and "epoch 1 of 2" in line and "--allow-unfinished" in line
+    assert not (part / "export").exists()
+    assert cli.main(["export", str(part), "--allow-unfinished"]) == 0
+    meta = json.loads((part / "export" / "config.json").read_text())
+    assert (meta["epoch"], meta["epochs_planned"], meta["finished"]) == (1, 2, False)
+    assert "unfinished" in capsys.readouterr().err  # said, not only recorded
+
+    lock = DirectoryLock(run)  # another process trains into the finished run (trains it further)
+    assert lock.acquire()
+    try:
+        assert cli.main(["export", str(run), "--out", str(tmp_path / "busy")]) == 2
+        line = one_error_line(capsys)
+        assert "is being trained" in line and "--allow-unfinished" in line and not (tmp_path / "busy").exists()
+        with pytest.raises(ValueError, match="allow_unfinished=True"):
+            mgcnn.hub.export(run, tmp_path / "busy")
+        mgcnn.hub.export(run, tmp_path / "busy", allow_unfinished=True)
+        assert json.loads((tmp_path / "busy" / "config.json").read_text())["finished"] is False
+    finally:
+        lock.release()
+    assert cli.main(["export", str(run), "--out", str(tmp_path / "done")]) == 0
+    meta = json.loads((tmp_path / "done" / "config.json").read_text())
+    assert (meta["epoch"], meta["epochs_planned"], meta["finished"]) == (2, 2, True)

@@ -281,13 +281,21 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Export a run's weights as model.safetensors + config.json (loadable without pickle)."""
+    """Export a run's weights as model.safetensors + config.json (loadable without pickle); an unfinished run, or
+    one another process is training, only with --allow-unfinished."""
+    import json
     from pathlib import Path
 
     from .hub import export
 
     run = Path(args.run)
-    out = export(run, args.out or (run if run.is_dir() else run.parent) / "export", format=args.format)
+    out = export(run, args.out or (run if run.is_dir() else run.parent) / "export", format=args.format,
+                 allow_unfinished=args.allow_unfinished)
+    meta = json.loads((out / "config.json").read_text())
+    if not meta["finished"]:
+        of = f" of {meta['epochs_planned']}" if meta.get("epochs_planned") is not None else ""
+        print(f"note: exported epoch {meta['epoch']}{of} of an unfinished run (config.json records "
+              "\"finished\": false)", file=sys.stderr)
     print(f"wrote {out}/model.safetensors and {out}/config.json; load with mgcnn.load_model({str(out)!r})")
     return 0
 
@@ -311,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory or checkpoint")
     p.add_argument("--out", help="output folder (default: RUN/export)")
     p.add_argument("--format", default="safetensors", choices=["safetensors"])
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help="export a run that has not finished or that another process is training (its last epoch "
+                        "checkpoint; config.json records the epoch and finished: false)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("params", help="paper #weights vs ours for every paper-table row")

@@ -7,12 +7,18 @@ stores them) into the network's input exactly as training did, so ``model(transf
 classifies raw images.
 
 :func:`export` writes ``model.safetensors`` (weights only, read without unpickling anything) and ``config.json``
-(model name, keyword arguments, preprocessing config, provenance): the layout of a Hugging Face hub model folder.
+(model name, keyword arguments, preprocessing config, provenance, the SHA-256 of the weights file, the epoch
+exported and whether the run had finished): the layout of a Hugging Face hub model folder. Both files are written
+into a temporary folder beside the destination and moved into place only once complete, so a failure (a full disk,
+a kill) leaves the previous export or nothing, never weights without their config.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,8 @@ from .checkpoint import (
     EXPORT_CONFIG,
     EXPORT_FORMAT,
     EXPORT_WEIGHTS,
+    RESULT_FILE,
+    export_checksum,
     load_checkpoint,
     load_model,
     model_from_checkpoint,
@@ -96,29 +104,118 @@ def transforms_for(model: nn.Module) -> Preprocess:
     return Preprocess(cfg, None if param is None else param.device)
 
 
-def export(run: str | Path, out: str | Path, *, format: str = "safetensors") -> Path:
+def export(run: str | Path, out: str | Path, *, format: str = "safetensors", allow_unfinished: bool = False) -> Path:
     """Write a run's trained weights as ``out/model.safetensors`` + ``out/config.json`` (no pickle needed to load).
 
-    ``run`` is a run directory or a checkpoint. Returns ``out``.
+    ``run`` is a run directory or a checkpoint. A run that has not finished (no ``result.json`` for the epoch of its
+    checkpoint) or that another process is training (it holds the run directory's lock) is refused with a
+    ``ValueError`` unless ``allow_unfinished``; ``config.json`` records the epoch exported (``epoch``, of
+    ``epochs_planned``) and whether the run had finished (``finished``), and the SHA-256 of ``model.safetensors``
+    (``weights_sha256``) that :func:`mgcnn.load_model` verifies.
+
+    The export is atomic: a new ``out`` appears complete or not at all; an existing ``out`` (an earlier export, or
+    a folder holding other files, such as the run directory itself) keeps its earlier export until the new files are
+    complete. Returns ``out``.
     """
     from safetensors.torch import save
-
-    from .fileio import atomic_write, atomic_write_text
 
     if format != "safetensors":
         raise ValueError(f"format={format!r} is not supported; use 'safetensors'")
     p = Path(run)
     ckpt = p / CHECKPOINT_FILE if p.is_dir() else p
-    state = load_checkpoint(ckpt, require=("model", "config", "epoch"))
-    model = model_from_checkpoint(state, ckpt)  # the checkpoint is read (and checksummed) once
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; the export is a folder (model.safetensors and config.json): choose "
+                         "another --out")
+    state = load_checkpoint(ckpt, require=("model", "config", "epoch"))
+    planned = state["config"].get("epochs") if isinstance(state["config"], dict) else None
+    unfinished = _unfinished(ckpt, state["epoch"], planned)
+    if unfinished and not allow_unfinished:
+        raise ValueError(f"{unfinished}; export it once it has finished, or pass --allow-unfinished "
+                         f"(allow_unfinished=True) to export epoch {state['epoch']} as it is")
+    model = model_from_checkpoint(state, ckpt)  # the checkpoint is read (and checksummed) once
     # contiguous copies: safetensors stores plain row-major tensors, and modules shared across steps share tensors
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    atomic_write(out / EXPORT_WEIGHTS, lambda fh: fh.write(save(tensors, metadata={"format": "pt"})))
+    weights = save(tensors, metadata={"format": "pt"})
     history = state.get("history") or [{}]
     meta = {"format": EXPORT_FORMAT, "architecture": model.model_name, "model_kwargs": model.model_kwargs,
-            "pretrained_cfg": model.pretrained_cfg, "epoch": state["epoch"],
+            "pretrained_cfg": model.pretrained_cfg, "weights_sha256": export_checksum(weights),
+            "epoch": state["epoch"], "epochs_planned": planned, "finished": not unfinished,
             "test_acc": history[-1].get("test_acc"), "mgcnn_version": __version__, "source": str(ckpt)}
-    atomic_write_text(out / EXPORT_CONFIG, json.dumps(meta, indent=2))
+    try:
+        config = json.dumps(meta, indent=2, default=_json_value).encode()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{ckpt}: the model's configuration cannot be written as JSON ({e})") from None
+    _write_folder(out, {EXPORT_WEIGHTS: weights, EXPORT_CONFIG: config}, last=EXPORT_CONFIG)
     return out
+
+
+def _unfinished(ckpt: Path, epoch: int, planned: int | None) -> str | None:
+    """Why the run of ``ckpt`` (at ``epoch``) is not a finished run, or None: another process trains it, or no
+    ``result.json`` beside it reports that epoch."""
+    from .fileio import DirectoryLock, is_locked
+
+    run = ckpt.parent
+    of = f"epoch {epoch} of {planned}" if planned is not None else f"epoch {epoch}"
+    if is_locked(run):
+        return (f"{run} is being trained by {DirectoryLock(run).holder()} (it holds {run}/.lock): its checkpoint "
+                f"({of}) changes as training goes on")
+    try:
+        result = json.loads((run / RESULT_FILE).read_text())
+    except FileNotFoundError:
+        result = None
+    except (OSError, ValueError):
+        return f"{run} counts as an unfinished run ({of}): its {RESULT_FILE} is unreadable"
+    if result is None:
+        if planned is not None and epoch >= planned:  # killed between the last checkpoint and the result
+            return (f"{run} counts as an unfinished run ({of}, but no {RESULT_FILE}: the run did not record its "
+                    f"result, or the checkpoint was copied without it)")
+        return f"{run} is an unfinished run ({of}, no {RESULT_FILE})"
+    if not isinstance(result, dict) or result.get("epochs") != epoch:
+        done = result.get("epochs") if isinstance(result, dict) else None
+        return f"{run} counts as an unfinished run ({of}): its {RESULT_FILE} is for epoch {done}, not this checkpoint"
+    return None
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, complex):  # Poly-MgNet roots; the builder reads complex("(1+2j)")
+        return str(value)
+    raise TypeError(f"{value!r} ({type(value).__name__}) is not JSON")
+
+
+def _write_folder(out: Path, files: dict[str, bytes], *, last: str) -> None:
+    """Put ``files`` into the folder ``out`` so that a failure at any point leaves the earlier files or nothing.
+
+    The files are written (and fsync'ed) into a temporary folder first: a new ``out`` is that folder renamed into
+    place; in an existing ``out``, ``last`` (the file that makes the folder an export) is removed, the others are
+    renamed over their old versions and ``last`` comes back last, so there is never a mix of old and new files.
+    """
+    from .fileio import atomic_write
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fresh = not out.exists()
+    # a hidden sibling of a new out, or a hidden folder inside an existing one: on the same file system either way.
+    # Not named .*.part: the run directory's clean-up of stale temporary files removes files, not folders.
+    stage = (out.parent if fresh else out) / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.export-tmp"
+    stage.mkdir()  # the mode a plain mkdir gives (0777 less the umask)
+    try:
+        for name, data in files.items():
+            atomic_write(stage / name, lambda fh, data=data: fh.write(data))
+        if fresh:
+            os.rename(stage, out)
+            _fsync_dir(out.parent)
+        else:
+            (out / last).unlink(missing_ok=True)
+            for name in sorted(files, key=lambda n: n == last):
+                os.replace(stage / name, out / name)
+            _fsync_dir(out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

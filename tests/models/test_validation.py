@@ -52,3 +52,33 @@ def test_bad_configuration_raises_value_error(name, kwargs, pattern):
 def test_unknown_keyword_is_a_type_error_naming_it():
     with pytest.raises(TypeError, match="group_sizes"):
         mgcnn.create_model("mgiad", group_sizes=4)
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    (dict(roots=[0, 0.5]), r"roots\[0\]=0 .*non-zero"),  # a linear block's coefficient is 1/z
+    (dict(degree=4, roots=[0.5, 0]), r"roots\[1\]=0 .*non-zero"),
+    (dict(degree=6, roots=[0.5, 0.5, 0]), r"roots\[2\]=0 .*non-zero"),  # a/(a^2 + b^2) with a = b = 0
+    (dict(roots=[[0.5, 0.5], [0.5, 0]]), r"roots\[1\]\[1\]=0 .*non-zero"),
+    (dict(roots=[0.5, 0.2 + 0.1j]), r"roots\[1\]=\(0\.2\+0\.1j\).*linear block has one real root"),
+    (dict(degree=4, roots=[1 + 1j, 0.5]), r"roots\[0\]=\(1\+1j\).*double block"),
+    (dict(degree=6, complex_root="real", roots=[0.5, 0.5, 1 + 1j]), r"roots\[2\]=\(1\+1j\).*complex_root='real'"),
+    (dict(roots=[float("nan"), 0.5]), r"roots\[0\]=nan .*finite"),
+    (dict(roots=[float("inf"), 0.5]), r"roots\[0\]=inf .*finite"),
+    (dict(roots=[None, 0.5]), r"roots\[0\]=None is not a number"),
+    (dict(roots=[True, 0.5]), r"roots\[0\]=True is not a number"),
+    (dict(roots=[0.5, "half"]), r"roots\[1\]='half' is not a number"),
+    (dict(roots=5), r"roots=5 .*one root per block \(2\)"),
+    (dict(roots="ab"), r"roots='ab' .*one root per block \(2\)"),
+    (dict(roots={"a": 1}), r"roots=\{'a': 1\} .*one root per block \(2\)"),
+    (dict(roots=[[0.5, 0.5], 0.5]), r"roots=\[\[0\.5, 0\.5\], 0\.5\] .*one root per block \(2\)"),
+])
+def test_bad_roots_name_roots_the_block_and_what_it_takes(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        mgcnn.create_model("poly_mgnet", widths=[8, 16], **kwargs)
+
+
+def test_roots_may_be_written_as_strings_and_numbers_of_any_kind():
+    import numpy as np
+
+    model = mgcnn.create_model("poly_mgnet", widths=[8, 16], degree=6, roots=[np.float64(0.5), 2, "1+2j"])
+    assert complex(model.levels[0].smoother.roots()[-2]) == 1 + 2j

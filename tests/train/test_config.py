@@ -104,3 +104,17 @@ def test_resume_cannot_write_to_another_folder(tmp_path, capsys, data_root):
     line = one_error_line(capsys)
     assert f"--resume {tmp_path / 'a'} continues the run in" in line and "drop --out" in line
     assert not (tmp_path / "b").exists()
+
+
+def test_a_config_that_is_not_a_train_config_is_a_clear_error_or_read_as_fields():
+    from mgcnn.train.config import as_train_config
+
+    cfg = TrainConfig(epochs=3)
+    assert as_train_config(cfg) is cfg
+    assert as_train_config({"epochs": 3, "model_kwargs.group_size": 4}) == TrainConfig(
+        epochs=3, model_kwargs={"group_size": 4}).validate()
+    for bad in (None, "runs/x", 3, ["epochs", 3]):
+        with pytest.raises(TypeError, match=r"takes a TrainConfig \(or a mapping of its fields\)"):
+            as_train_config(bad)
+    with pytest.raises(ValueError, match="unknown config field"):
+        as_train_config({"epoch": 3})

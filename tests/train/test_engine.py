@@ -85,7 +85,8 @@ def test_cli_train_eval_and_overrides(data_root, tmp_path, capsys):
     argv = ["train", "--model", "mgiad", "--dataset", "cifar10", "--data-dir", str(data_root), "--epochs", "1",
             "--batch-size", "16", "--out", str(out), "--model-arg", "widths=[8, 16]", "--model-arg",
             "coarse_channels=4", "--set", "model_kwargs.group_size=2", "--set", "label_smoothing=0.1",
-            "--no-channels-last", "--threads", "1", "--set", "schedule=step"]  # step: a run can be extended
+            "--no-channels-last", "--threads", "1", "--set", "schedule=step",  # step: a run can be extended
+            "--set", "train_size=null"]  # (with progressive resizing, growing it would move the full-size epoch)
     assert cli.main(argv) == 0
     assert "final test accuracy" in capsys.readouterr().out
     saved = yaml.safe_load((out / "config.yaml").read_text())
@@ -243,3 +244,13 @@ def test_flip_tta_averages_the_logits_of_the_image_and_its_mirror_image():
     assert res.loss == pytest.approx(torch.nn.functional.cross_entropy(mean, labels).item(), rel=1e-5)
     plain = evaluate(model, loader, contextlib.nullcontext)
     assert plain.loss != pytest.approx(res.loss)
+
+
+def test_train_takes_a_config_or_a_mapping_of_its_fields_and_nothing_else(data_root, tmp_path):
+    """Issue item 19: train(dict) raised AttributeError."""
+    from tests.helpers import TINY, quiet
+
+    with pytest.raises(TypeError, match=r"train\(\) takes a TrainConfig"):
+        train("runs/x", **quiet)
+    res = train({**TINY, "data_dir": str(data_root), "out": str(tmp_path / "run"), "epochs": 1}, **quiet)
+    assert res.epochs == 1

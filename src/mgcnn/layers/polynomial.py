@@ -45,8 +45,9 @@ With ``regular`` a norm layer follows a scalar multiple, so the magnitude of a l
 
 from __future__ import annotations
 
+import cmath
 import math
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -132,6 +133,42 @@ def _as_complex(values: Tensor | list[complex] | tuple[complex, ...]) -> Tensor:
     return torch.tensor([complex(v) for v in values], dtype=torch.complex128, device="cpu")
 
 
+ROOT_RULES = {
+    "linear": "a linear block has one real root z, finite and non-zero (its coefficient alpha is 1/z)",
+    "double": "a double block takes rho, real or purely imaginary, finite and non-zero (its roots are +-rho, "
+              "alpha = 1/rho^2)",
+    "quadratic": "a quadratic block takes a complex root z = a + ib, finite and non-zero (its roots are z and "
+                 "conj z; written as a number or a string such as '1+2j')",
+}
+
+
+def check_root(kind: str, value: Any, *, complex_root: str = "learnable", name: str = "root") -> complex:
+    """One block's root as a complex number, or a ``ValueError`` naming ``name``, the value and what the block takes.
+
+    Numbers of any kind (int, float, complex, NumPy scalars, one-element tensors) and strings such as ``"1+2j"``
+    (the only way YAML and ``--model-arg`` can write a complex number) are accepted; booleans are not numbers here.
+    """
+    rule = ROOT_RULES[kind]
+    try:
+        if isinstance(value, bool) or value is None:
+            raise TypeError
+        z = complex(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name}={value!r} is not a number; {rule}") from None
+    if not cmath.isfinite(z):
+        raise ValueError(f"{name}={value!r} is not finite; {rule}")
+    if z == 0:
+        raise ValueError(f"{name}={value!r} is invalid: a block's coefficient is 1/root, so a root must be non-zero; "
+                         f"{rule}")
+    if kind == "linear" and abs(z.imag) > 1e-12 * max(1.0, abs(z)):
+        raise ValueError(f"{name}={value!r} is invalid: {rule}")
+    if kind == "double" and abs((z * z).imag) > 1e-9 * max(1.0, abs(z * z)):
+        raise ValueError(f"{name}={value!r} is invalid: {rule}")
+    if kind == "quadratic" and complex_root == "real" and z.imag != 0:
+        raise ValueError(f"{name}={value!r} is invalid: complex_root='real' keeps b = 0, so the root must be real")
+    return z
+
+
 def _complex_list(values) -> list[complex]:
     if isinstance(values, Tensor):
         return [complex(v) for v in values.detach().cpu().reshape(-1).tolist()]
@@ -156,8 +193,7 @@ class LinearBlock(PolyBlock):
 
     def set_roots(self, roots) -> None:
         (z,) = _complex_list(roots)
-        if abs(z.imag) > 1e-12 * max(1.0, abs(z)):
-            raise ValueError(f"a linear block has one real root, got {z}")
+        z = check_root("linear", z)
         with torch.no_grad():
             self.alpha.fill_(1.0 / z.real)
 
@@ -184,8 +220,8 @@ class DoubleBlock(PolyBlock):
 
     def set_roots(self, roots) -> None:
         z = _complex_list(roots)
-        rho2 = z[0] * z[0]
-        if abs(rho2.imag) > 1e-9 * max(1.0, abs(rho2)) or (len(z) == 2 and abs(z[0] + z[1]) > 1e-9 * abs(z[0])):
+        rho2 = check_root("double", z[0]) ** 2
+        if len(z) == 2 and abs(z[0] + z[1]) > 1e-9 * abs(z[0]):
             raise ValueError(f"a double block has roots +-rho with rho real or purely imaginary, got {z}")
         with torch.no_grad():
             self.alpha.fill_(1.0 / rho2.real)
@@ -221,9 +257,7 @@ class QuadraticBlock(PolyBlock):
         return _as_complex([complex(a, b), complex(a, -b)])
 
     def set_roots(self, roots) -> None:
-        z = _complex_list(roots)[0]
-        if self.complex_root == "real" and abs(z.imag) > 0:
-            raise ValueError(f"complex_root='real' keeps b = 0, so the root must be real; got {z}")
+        z = check_root("quadratic", _complex_list(roots)[0], complex_root=self.complex_root)
         with torch.no_grad():
             self.a.fill_(z.real)
             self.b.fill_(abs(z.imag))

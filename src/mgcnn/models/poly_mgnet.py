@@ -23,11 +23,11 @@ distribution.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from numbers import Integral
 
 from ..layers.common import LayerFactory, check_group_size, get_act_layer, get_norm_layer
-from ..layers.polynomial import BLOCK_DEGREE, BLOCK_KINDS, PolySmoother, xavier_roots
+from ..layers.polynomial import BLOCK_DEGREE, BLOCK_KINDS, PolySmoother, check_root, xavier_roots
 from ..lfa import STRATEGIES, operator_eigenvalues, select_roots, smoothing_factor
 from ._registry import Preset, register_model, register_presets
 from .mgnet import MultigridNet, resolve_widths
@@ -41,17 +41,25 @@ DEGREE_BLOCKS = {
 INITS = ("xavier", "roots", "spectrum")
 
 
-def _roots_per_level(roots, n_levels: int, n_blocks: int) -> list[list[complex]]:
-    """Accept one list of roots for every level, or one list per level; one root per block."""
+def _roots_per_level(roots, kinds: list[str], n_levels: int, complex_root: str) -> list[list[complex]]:
+    """Accept one list of roots for every level, or one list per level; one root per block, each checked for its
+    block's kind (:func:`mgcnn.layers.polynomial.check_root`); a problem is a ValueError naming ``roots``."""
+    n_blocks = len(kinds)
+    shape = (f"roots={roots!r} is invalid: it must hold one root per block ({n_blocks}) for every level "
+             f"({n_levels}): either a flat list of {n_blocks} values ({', '.join(kinds)}) used on all levels, or "
+             f"{n_levels} such lists")
+    if isinstance(roots, (str, bytes, Mapping)) or not isinstance(roots, Iterable):
+        raise ValueError(shape)
     rows = list(roots)
-    if rows and not isinstance(rows[0], (list, tuple)):
-        rows = [rows] * n_levels
+    nested = [isinstance(r, (list, tuple)) or getattr(r, "ndim", 0) == 1 for r in rows]
+    if any(nested) and not all(nested):
+        raise ValueError(shape)
+    per_level = bool(rows) and all(nested)
+    rows = [list(r) for r in rows] if per_level else [rows] * n_levels
     if len(rows) != n_levels or any(len(r) != n_blocks for r in rows):
-        raise ValueError(
-            f"roots must hold one root per block ({n_blocks}) for every level ({n_levels}): either a flat list of "
-            f"{n_blocks} values used on all levels, or {n_levels} such lists; got {roots!r}"
-        )
-    return [[complex(z) for z in r] for r in rows]
+        raise ValueError(shape)
+    return [[check_root(kind, z, complex_root=complex_root, name=f"roots[{i}][{j}]" if per_level else f"roots[{j}]")
+             for j, (kind, z) in enumerate(zip(kinds, row, strict=True))] for i, row in enumerate(rows)]
 
 
 def init_roots_from_spectrum(model, *, strategy: str = "paper", grid: int = 16, source=None) -> list[dict]:
@@ -156,7 +164,7 @@ def poly_mgnet(
     if init == "roots":
         if roots is None:
             raise ValueError("init='roots' needs roots=[...] (one root per block)")
-        level_roots = _roots_per_level(roots, len(w), len(kinds))
+        level_roots = _roots_per_level(roots, kinds, len(w), complex_root)
     else:  # xavier; also the placeholder that init="spectrum" overwrites below
         level_roots = [xavier_roots(kinds, c, complex_pairs=complex_root == "learnable") for c in w]
     norm, act = get_norm_layer(norm_layer), get_act_layer(act_layer)

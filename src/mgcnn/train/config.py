@@ -361,3 +361,16 @@ def set_field(d: dict[str, Any], key: str, value: Any) -> None:
         kwargs[key.split(".", 1)[1]] = value
     else:
         d[key] = value
+
+
+def as_train_config(config: Any) -> TrainConfig:
+    """``config`` as a :class:`TrainConfig`: a TrainConfig as it is, a mapping of its fields through
+    :func:`resolve_config` (the defaults under it, ``model_kwargs.NAME`` keys allowed, validated), anything else a
+    ``TypeError`` saying what is expected (for ``mgcnn.train.train(config)``)."""
+    if isinstance(config, TrainConfig):
+        return config
+    if isinstance(config, Mapping):
+        return resolve_config(config)
+    raise TypeError(f"train() takes a TrainConfig (or a mapping of its fields), got {type(config).__name__} "
+                    f"{config!r:.80}; build one with mgcnn.train.TrainConfig(model=..., ...) or "
+                    "mgcnn.train.recipe(NAME, ...)")

@@ -29,7 +29,7 @@ from ..fileio import atomic_write_text
 from ..layers.conv import ConvPlanner, set_conv_planner
 from ..models import count_parameters
 from ..settings import settings
-from .config import TrainConfig
+from .config import TrainConfig, as_train_config
 from .evaluate import autocast_for, best_epoch, evaluate
 from .loaders import make_loaders
 from .model import build_model
@@ -154,10 +154,11 @@ def train(
     naming the kept checkpoint and the command that continues the run.
 
     The whole config and the model (built on the meta device) are checked before anything else happens: a bad model
-    name or argument fails with nothing downloaded, created or deleted. ``config`` itself is not changed, and every
+    name or argument fails with nothing downloaded, created or deleted. ``config`` (a :class:`TrainConfig`, or a
+    mapping of its fields) itself is not changed, and every
     process setting the run changes (threads, determinism, allocator, the global RNG) is restored when it returns.
     """
-    cfg = copy.deepcopy(config).validate()
+    cfg = copy.deepcopy(as_train_config(config)).validate()
     build_model(cfg, device="meta")
     if cfg.data_dir is not None:  # stored resolved: eval and resume must work from any working directory
         cfg.data_dir = str(Path(cfg.data_dir).expanduser().resolve())
