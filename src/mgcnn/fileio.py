@@ -65,8 +65,9 @@ def remove_stale_parts(folder: str | Path) -> list[Path]:
     """
     removed = []
     for p in Path(folder).glob(".*.part"):
-        p.unlink(missing_ok=True)
-        removed.append(p)
+        if p.is_file() or p.is_symlink():  # our writers' temp files are files; anything else is not ours
+            p.unlink(missing_ok=True)
+            removed.append(p)
     return removed
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .._version import __version__
-from ..checkpoint import CHECKPOINT_FILE, EXPORT_CONFIG, EXPORT_WEIGHTS
+from ..checkpoint import CHECKPOINT_FILE, EXPORT_CONFIG, EXPORT_WEIGHTS, RESULT_FILE
 from ..fileio import DirectoryLock, atomic_write_text, remove_stale_parts
 from ..perf import allocator_state
 from ..settings import settings
@@ -54,7 +54,7 @@ class RunPaths:
     metrics = property(lambda self: self.root / "metrics.jsonl")
     steps = property(lambda self: self.root / "steps.jsonl")
     checkpoint = property(lambda self: self.root / CHECKPOINT_FILE)
-    result = property(lambda self: self.root / "result.json")
+    result = property(lambda self: self.root / RESULT_FILE)
     tensorboard = property(lambda self: self.root / "tb")
     error = property(lambda self: self.root / "error.txt")  # a sweep's record of why the run failed
     export = property(lambda self: self.root / "export")  # mgcnn export's default folder
