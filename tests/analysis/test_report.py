@@ -101,3 +101,27 @@ def test_read_run_metrics_labels_and_errors(tmp_path):
     (tmp_path / "empty" / "metrics.jsonl").write_text("\n")
     with pytest.raises(ValueError, match="holds no finished epoch yet"):
         read_run_metrics([tmp_path / "empty"])
+
+
+def test_spectrum_without_matplotlib_writes_nothing_and_names_no_plots(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    from mgcnn import cli
+
+    real = builtins.__import__
+
+    def no_mpl(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib here")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mpl)
+    out = tmp_path / "sp"
+    assert cli.main(["spectrum", "--model", "mgnet", "--model-arg", "widths=[4, 8]", "--grid", "4",
+                     "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-plots" in err[0] and "pip install 'mgcnn[plots]'" in err[0], err
+    assert not out.exists()
+    assert cli.main(["spectrum", "--model", "mgnet", "--model-arg", "widths=[4, 8]", "--grid", "4",
+                     "--out", str(out), "--no-plots"]) == 0
+    assert (out / "summary.md").is_file()

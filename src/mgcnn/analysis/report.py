@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from .plots import PlotsUnavailable, plot_confusion, plot_q_surface, plot_spectrum
+from .plots import PlotsUnavailable, plot_confusion, plot_q_surface, plot_spectrum, require_matplotlib
 from .spectrum import level_operators, model_smoothing_factors, model_spectra, spectrum_summary
 
 SMOOTHING_FACTOR_TEXT = (
@@ -50,9 +50,13 @@ def write_spectrum_report(model: nn.Module, out: str | Path, *, label: str, grid
     of spectral radius, extreme real parts, largest imaginary part and smoothing factor, then
     :data:`SMOOTHING_FACTOR_TEXT`), ``summary.json`` (the table's rows) and, with ``plots``, ``spectrum_<op>.png``
     per operator and ``q_surface_<op>.png`` per polynomial smoother (matplotlib; :class:`PlotsUnavailable`
-    without it). ``label`` names the model in the titles; ``grid=None`` uses each level's own resolution for
-    32 x 32 inputs. A model without level operators raises ``ValueError`` before anything is written.
+    without it, raised before anything is written). ``label`` names the model in the titles; ``grid=None`` uses each
+    level's own resolution for 32 x 32 inputs. A model without level operators raises ``ValueError`` before anything
+    is written.
     """
+    if plots:  # before anything is computed or written: without matplotlib the output would stop half-way
+        require_matplotlib("the spectrum plots need matplotlib: pip install 'mgcnn[plots]', or leave them out with "
+                           "plots=False (mgcnn spectrum --no-plots) for the eigenvalues and tables alone")
     spectra = model_spectra(model, grid)  # a model without level operators fails here, before any output
     factors = model_smoothing_factors(model, grid)
     smoothers = {e.name: e.smoother for e in level_operators(model)}

@@ -148,7 +148,7 @@ def write_report(rows: list[dict[str, Any]], out: str | Path, *, title: str = "S
 
 
 def plot_accuracy_vs_weights(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
-    from ..analysis.plots import new_figure
+    from ..analysis.plots import new_figure, save_figure
 
     styles = family_styles([r["family"] for r in rows])
     fig = new_figure(figsize=(6.5, 4.5))
@@ -173,5 +173,4 @@ def plot_accuracy_vs_weights(rows: list[dict[str, Any]], path: Path, *, title: s
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    return Path(path)
+    return save_figure(fig, path, dpi=130)
