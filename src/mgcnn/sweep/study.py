@@ -9,10 +9,16 @@ A study is YAML (or a dict):
     grid: {lr: [0.05, 0.1]}         # optional: cartesian product over any field (dotted: model_kwargs.group_size)
     rows:                           # optional: one entry per configuration (fields + optional paper numbers)
       - {model: mgiad_l3_c16_g8, paper: {table: IV, weights_k: 37, test_acc: 93.35, test_std: 0.09, train_acc: 97.63}}
+      - {model: mgiad_l3_c16_g4, seed: 5}    # a row's own seed: this row trains seed 5 alone
 
 Runs are rows x grid x seeds. Each run is named by a hash of its resolved config (without the fields that only say
 where it runs: ``out``, ``data_dir``, ``download``, ``threads``), so the same config always maps to the same
 directory and any change to a new one.
+
+Seeds: every row trains each of the study's ``seeds`` (``mgcnn sweep --seeds N``, ``expand(seeds=...)``, replaces
+them by 0..N-1), except a row that sets ``seed``: it trains that seed alone, whatever ``seeds`` or ``--seeds`` say.
+``seed`` is no grid field (list the seeds in ``seeds``), no ``base`` field and no override (``--set seed=...``):
+those would give every run one seed; each is refused with one line.
 """
 
 from __future__ import annotations
@@ -84,15 +90,7 @@ def load_study(ref: str | Path | dict) -> Study:
     if unknown:
         raise ValueError(f"study {name!r}: unknown key(s) {sorted(unknown)}; allowed: name, description, base, rows, "
                          "grid, seeds")
-    seeds = data.get("seeds", [0])
-    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
-        data["seeds"] = list(range(seeds))
-    elif isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
-                                                   for x in seeds):
-        data["seeds"] = list(seeds)
-    else:
-        raise ValueError(f"study {name!r}: seeds={seeds!r} is invalid; use a count (seeds: 3 for 0, 1, 2) or a list "
-                         "of non-negative integers (seeds: [0, 5])")
+    data["seeds"] = check_seeds(data.get("seeds", [0]), f"study {name!r}: ")
     if not isinstance(data.get("base", {}), dict):
         raise ValueError(f"study {name!r}: base must be a mapping of config fields, got {data['base']!r}")
     rows = data.get("rows") or [{}]
@@ -104,7 +102,31 @@ def load_study(ref: str | Path | dict) -> Study:
         raise ValueError(f"study {name!r}: grid must map fields to non-empty lists of values, e.g. "
                          f"grid: {{lr: [0.05, 0.1]}}; got {grid!r}")
     data["grid"] = grid
-    return Study(**data)
+    study = Study(**data)
+    _check_seed_fields(study)
+    return study
+
+
+def check_seeds(seeds: Any, prefix: str = "") -> list[int]:
+    """The list of seeds ``seeds`` stands for: a count N (seeds 0..N-1, N >= 1) or a non-empty list of distinct
+    non-negative integers; anything else is a ``ValueError`` (its message starting with ``prefix``)."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+        return list(range(seeds))
+    if isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                 for x in seeds) and len(set(seeds)) == len(seeds):
+        return list(seeds)
+    raise ValueError(f"{prefix}seeds={seeds!r} is invalid; use a count (seeds: 3 for 0, 1, 2) or a list of distinct "
+                     "non-negative integers (seeds: [0, 5])")
+
+
+def _check_seed_fields(study: Study) -> None:
+    """``seed`` is set by ``seeds`` and by a row of its own, nowhere else (module docstring)."""
+    if "seed" in study.base:
+        raise ValueError(f"study {study.name!r}: base sets seed={study.base['seed']}: use seeds: "
+                         f"[{study.base['seed']}] (the study's seeds) instead, or a row's own seed")
+    if "seed" in study.grid:
+        raise ValueError(f"study {study.name!r}: grid over seed: list the seeds in seeds: {study.grid['seed']} "
+                         "instead (a row may also set a seed of its own)")
 
 
 def resolve_config(fields: dict[str, Any]) -> TrainConfig:
@@ -132,21 +154,32 @@ def config_hash(cfg: TrainConfig | dict[str, Any], *, ignore_seed: bool = False)
 
 
 def expand(study: Study, *, seeds: list[int] | None = None, overrides: dict[str, Any] | None = None) -> list[RunSpec]:
-    """All runs of a study: rows x grid x seeds, each with overrides applied last."""
+    """All runs of a study: rows x grid x seeds, each with overrides applied last.
+
+    ``seeds`` replaces the study's seeds (not the seed a row sets itself; module docstring). Raises ``ValueError``
+    for an empty or invalid ``seeds``, for ``seed`` in ``overrides``, the grid or the base, and for a config that
+    does not resolve.
+    """
+    _check_seed_fields(study)
+    seeds = check_seeds(study.seeds, f"study {study.name!r}: ") if seeds is None else check_seeds(seeds)
+    overrides = overrides or {}
+    if "seed" in overrides:
+        raise ValueError(f"--set seed={overrides['seed']} would give every run the same seed; use --seeds N (seeds "
+                         f"0..N-1), or seeds: [{overrides['seed']}] in the study (overrides may not set seed)")
     keys = list(study.grid)
     combos = list(itertools.product(*(study.grid[k] for k in keys))) or [()]
     runs = []
     for row in study.rows:
         row_fields = {k: v for k, v in row.items() if k not in ("paper", "label")}
         for combo in combos:
-            for seed in seeds if seeds is not None else study.seeds:
+            for seed in [row_fields["seed"]] if "seed" in row_fields else seeds:
                 fields = copy.deepcopy(study.base)
                 for k, v in row_fields.items():
                     set_field(fields, k, v)
                 for k, v in zip(keys, combo):
                     set_field(fields, k, v)
                 fields["seed"] = seed
-                for k, v in (overrides or {}).items():
+                for k, v in overrides.items():
                     set_field(fields, k, v)
                 cfg = resolve_config(fields)
                 runs.append(RunSpec(cfg, config_hash(cfg), {**row_fields, **dict(zip(keys, combo)),
