@@ -188,28 +188,28 @@ def plot_confusion(confusion, classes: list[str], path: str | Path, *, title: st
 
 
 def plot_runs(runs: dict[str, list[dict]], path: str | Path) -> Path:
-    """Training curves of one or several runs (``{label: metrics.jsonl records}``): loss, accuracy, lr by epoch."""
+    """Training curves of one or several runs (``{label: metrics.jsonl records}``): loss, accuracy, lr by epoch.
+
+    Each curve is drawn from the records that hold its value (``eval_every > 1`` evaluates only some epochs)."""
     fig = new_figure(figsize=(14, 4.2))
     axes = fig.subplots(1, 3)
     for i, (label, hist) in enumerate(runs.items()):
         color = f"C{i % 10}"
-        ep = [h["epoch"] for h in hist]
-        axes[0].plot(ep, [h["train_loss"] for h in hist], color=color, ls="--", label=f"{label} train")
-        tested = [h for h in hist if "test_acc" in h]  # eval_every > 1 evaluates only some epochs
-        axes[0].plot([h["epoch"] for h in tested], [h["test_loss"] for h in tested], color=color, marker=".",
-                     label=f"{label} test")
-        axes[1].plot(ep, [h["train_acc"] for h in hist], color=color, ls="--", label=f"{label} train")
-        axes[1].plot([h["epoch"] for h in tested], [h["test_acc"] for h in tested], color=color, marker=".",
-                     label=f"{label} test")
-        if any("val_acc" in h for h in hist):
-            axes[1].plot([h["epoch"] for h in hist if "val_acc" in h], [h["val_acc"] for h in hist if "val_acc" in h],
-                         color=color, ls=":", label=f"{label} val")
-        axes[2].plot(ep, [h["lr"] for h in hist], color=color, label=label)
+        for ax, key, name, style in ((axes[0], "train_loss", f"{label} train", {"ls": "--"}),
+                                     (axes[0], "test_loss", f"{label} test", {"marker": "."}),
+                                     (axes[1], "train_acc", f"{label} train", {"ls": "--"}),
+                                     (axes[1], "test_acc", f"{label} test", {"marker": "."}),
+                                     (axes[1], "val_acc", f"{label} val", {"ls": ":"}),
+                                     (axes[2], "lr", label, {})):
+            points = [(h["epoch"], h[key]) for h in hist if h.get(key) is not None]
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], color=color, label=name, **style)
     for ax, name in zip(axes, ("loss", "accuracy (%)", "learning rate (end of epoch)")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
+    for ax in axes[:2]:
+        if ax.get_lines():
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path, dpi=120)

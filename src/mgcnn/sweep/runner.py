@@ -96,6 +96,9 @@ def _death_signal_setter():
     return child
 
 
+INDEX_FILE = "index.jsonl"
+
+
 def _index_text(runs: list[RunSpec]) -> str:
     lines = [json.dumps({"run_id": r.run_id, "label": r.label, "seed": r.config.seed, "model": r.config.model,
                          "dataset": r.config.dataset, "row": r.row, "paper": r.paper}) for r in runs]
@@ -167,7 +170,7 @@ def run_sweep(
             todo.append((r, state == "resume"))
     _check_data([r for r, _ in todo])  # before anything is written
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "index.jsonl", _index_text(runs))
+    atomic_write_text(out / INDEX_FILE, _index_text(runs))
     elsewhere = sum(o.status == "running elsewhere" for o in outcomes.values())
     log(f"study {study.name}: {len(runs)} runs, {len(outcomes) - elsewhere} already finished, {elsewhere} running "
         f"elsewhere, {len(todo)} to run ({sum(res for _, res in todo)} to resume) with executor {executor}")
