@@ -201,3 +201,20 @@ def test_sweep_rechecks_each_run_just_before_it_starts(data_root, tmp_path, monk
     out = run_sweep(study, tmp_path / "sw", log=lambda s: None)
     assert [o.status for o in out] == ["finished", "skipped"]
     assert not (second / "error.txt").exists()
+
+
+def test_a_resumed_runs_log_keeps_the_earlier_segments(data_dir, tmp_path):
+    out = tmp_path / "sw"
+    st = tiny_study(data_dir, rows=[{"label": "a"}], seeds=1, epochs=2)
+    (spec,) = expand(st)
+    spec.config.out = str(out / "runs" / spec.run_id)
+    assert train(spec.config, stop_after=1, progress=False, log=lambda s: None) is None
+    log = out / "configs" / f"{spec.run_id}.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("output of the first segment\n")
+    (outcome,) = run_sweep(st, out, jobs=2, log=lambda s: None)
+    assert outcome.status == "finished" and outcome.resumed
+    lines = log.read_text().splitlines()
+    assert lines[0] == "output of the first segment"
+    assert "resuming run" in lines[1] and "after epoch 1" in lines[1], lines[1]  # the separator
+    assert any(f"resuming {spec.config.out} after epoch 1/2" in line for line in lines[2:])  # the trainer's output

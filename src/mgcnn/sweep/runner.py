@@ -5,6 +5,7 @@ Layout of a sweep directory::
     OUT/index.jsonl            one line per run of the study: run id, label, seed, model, dataset, paper numbers
     OUT/runs/<run id>/          an ordinary ``mgcnn train`` run directory (config.yaml, checkpoint.pt, result.json)
     OUT/runs/<run id>/error.txt the last failure of that run, if any
+    OUT/configs/<run id>.log   with ``jobs > 1``: the trainer's output, every segment of a resumed run appended
 
 Executors: ``local`` runs in this process one after another (``jobs=1``) or as ``jobs`` parallel ``mgcnn train``
 subprocesses (one GPU each when there are GPUs, else an equal share of the CPUs each; they die with the sweep);
@@ -24,12 +25,15 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..analysis.report import DamagedRunFile, read_run_file
 from ..fileio import atomic_write_text, is_locked
 from ..train.config import RESUME_MUTABLE, TrainConfig, save_yaml
 from ..train.process import available_cpus
+from ..train.rundir import RunPaths
 from .study import RunSpec, Study, expand
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -301,19 +305,49 @@ def _run_subprocesses(out: Path, todo, jobs: int, record, recheck, log) -> None:
                 env["CUDA_VISIBLE_DEVICES"] = str(slot % n_gpus)
             slot += 1
             log_path = out / "configs" / f"{r.run_id}.log"
-            with open(log_path, "w") as fh:
+            with open(log_path, "ab") as fh:  # the output of earlier segments stays: a separator starts this one
+                if fh.tell():
+                    fh.write(_segment_line(r, resume, _ends_with_newline(log_path)).encode())
+                    fh.flush()
+                start = fh.tell()
                 proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
                                         preexec_fn=_death_signal_setter())
-            active.append((proc, r, resume, log_path))
+            active.append((proc, r, resume, (log_path, start)))
             log(f"started {r.label} seed {r.config.seed} (pid {proc.pid})")
         time.sleep(0.2)
         still = []
-        for proc, r, resume, log_path in active:
+        for proc, r, resume, segment in active:
             if proc.poll() is None:
-                still.append((proc, r, resume, log_path))
+                still.append((proc, r, resume, segment))
             else:
-                record(r, resume, None if proc.returncode == 0 else log_path.read_text()[-4000:] or "failed")
+                record(r, resume, None if proc.returncode == 0 else _read_from(*segment)[-4000:] or "failed")
         active = still
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
+def _segment_line(r: RunSpec, resume: bool, newline: bool) -> str:
+    """The line that separates a run's segments in its log: when, and where this one starts."""
+    try:
+        done = str(len(read_run_file(RunPaths(r.config.out).metrics)))
+    except (OSError, DamagedRunFile):
+        done = "?"
+    what = (f"resuming run {r.run_id} after epoch {done} of {r.config.epochs}" if resume else
+            f"starting run {r.run_id} again (the output above is of an earlier attempt)")
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    line = f"==== {stamp} mgcnn sweep: {what} ({r.label}, seed {r.config.seed}) ====\n"
+    return line if newline else "\n" + line
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """The output a trainer wrote to its log from ``offset`` on (this segment's)."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read().decode(errors="replace")
 
 
 def _run_submitit(out: Path, todo, executor: str, slurm: dict[str, Any], record, log) -> None:
