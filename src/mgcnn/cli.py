@@ -166,6 +166,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     if not args.study:
         raise ValueError("name a study (a YAML file or a built-in study; see mgcnn sweep --list)")
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds {args.seeds} runs no seed at all; give a count of at least 1 (--seeds N runs "
+                         "seeds 0..N-1)")
     study = load_study(args.study)
     overrides = _parse_assignments(args.set, "--set")
     seeds = list(range(args.seeds)) if args.seeds is not None else None

@@ -1,7 +1,7 @@
 """Sweeps over configurations and seeds (local or Slurm), and reports beside the papers' numbers."""
 
 from .report import aggregate, collect, write_report
-from .runner import EXECUTORS, Outcome, run_sweep
+from .runner import EXECUTORS, Outcome, run_sweep, write_index
 from .study import RunSpec, Study, builtin_studies, config_hash, expand, load_study
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "expand",
     "load_study",
     "run_sweep",
+    "write_index",
     "write_report",
 ]
