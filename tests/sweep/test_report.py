@@ -118,6 +118,32 @@ def test_a_copied_run_folder_or_sweep_is_reported_once_and_never_counted(data_ro
     assert sum("s-copy" in line and "same configuration and seed as" in line for line in err) == 2
 
 
+def test_labels_name_grid_values_and_model_kwargs_and_a_changed_model_gets_no_paper_numbers(data_root, tmp_path):
+    from mgcnn.sweep import load_study
+
+    paper = {"weights_k": 240, "test_acc": 90.5, "test_std": 0.1, "train_acc": 99.0}
+    study = {"grid": {"lr": [0.05, 0.1]}, "rows": [{**G8[0], "paper": paper}]}
+    out = tmp_path / "sw"
+    _swept(study, out, data_root)
+    _swept(study, out, data_root, overrides={"model_kwargs.group_size": 4})  # not the paper's model any more
+    rows = {r["label"]: r for r in aggregate(collect(out))}
+    assert set(rows) == {"g8 (lr=0.05)", "g8 (lr=0.1)", "g8 (lr=0.05, group_size=4)", "g8 (lr=0.1, group_size=4)"}
+    assert rows["g8 (lr=0.1)"]["paper_test_acc"] == 90.5 and rows["g8 (lr=0.1)"]["seeds"] == 2
+    assert rows["g8 (lr=0.1, group_size=4)"]["paper_test_acc"] is None  # another model than the paper's row
+    assert rows["g8 (lr=0.1, group_size=4)"]["paper_weights_k"] is None
+    with_study = aggregate(collect(out), load_study(tmp_path / "sw-0.yaml"))
+    assert {r["label"]: r["paper_test_acc"] for r in with_study} == {k: v["paper_test_acc"] for k, v in rows.items()}
+    # without an index: the registry's numbers, only beside the registered model as it is
+    _fake_run(tmp_path / "plain", "r1", "mgiad_c16_g8", 0, 90.0, 91.0, dataset="cifar10")
+    _fake_run(tmp_path / "plain", "r2", "mgiad_c16_g8", 0, 90.0, 91.0, dataset="cifar10")
+    cfg = yaml.safe_load((tmp_path / "plain" / "runs" / "r2" / "config.yaml").read_text())
+    (tmp_path / "plain" / "runs" / "r2" / "config.yaml").write_text(yaml.safe_dump(
+        {**cfg, "model_kwargs": {"group_size": 4}}))
+    rows = {r["label"]: r for r in aggregate(collect(tmp_path / "plain"))}
+    assert rows["mgiad_c16_g8"]["paper_test_acc"] == 92.62  # MGiaD Table II
+    assert rows["mgiad_c16_g8 (group_size=4)"]["paper_test_acc"] is None
+
+
 def test_damaged_run_files_are_reported_by_name_and_the_other_runs_reported(data_root, tmp_path, capsys):
     out = tmp_path / "sw"
     dirs = _swept({"rows": G8, "seeds": 6}, out, data_root, accs=[80.0 + i for i in range(6)])

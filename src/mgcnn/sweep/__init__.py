@@ -2,7 +2,7 @@
 
 from .report import aggregate, collect, write_report
 from .runner import EXECUTORS, Outcome, run_sweep, write_index
-from .study import RunSpec, Study, builtin_studies, config_hash, expand, load_study
+from .study import RunSpec, Study, builtin_studies, config_hash, expand, load_study, model_overrides, run_label
 
 __all__ = [
     "EXECUTORS",
@@ -15,6 +15,8 @@ __all__ = [
     "config_hash",
     "expand",
     "load_study",
+    "model_overrides",
+    "run_label",
     "run_sweep",
     "write_index",
     "write_report",

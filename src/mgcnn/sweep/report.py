@@ -26,7 +26,7 @@ from ..papers.tables import DATASETS, rows_for_model
 from ..train.config import TrainConfig
 from ..train.rundir import RunPaths
 from .runner import INDEX_FILE  # what makes a folder a sweep directory (written by runner.write_index)
-from .study import Study, config_hash, expand
+from .study import Study, config_hash, expand, model_overrides, run_label
 
 COLUMNS = ["label", "model", "dataset", "config_id", "seeds", "epochs", "params", "paper_weights_k",
            "test_acc_mean", "test_acc_std", "paper_test_acc", "paper_test_std", "train_acc_mean", "paper_train_acc"]
@@ -114,21 +114,37 @@ def collect(sweep_dir: str | Path, *, warn: Callable[[str], None] | None = None)
     return out
 
 
+def _label_and_paper(cfg: dict[str, Any], idx: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """A configuration's label and paper numbers from its index entry (module docstring of mgcnn.sweep.study)."""
+    if "grid" in idx:  # written with the report label and the paper numbers that belong to this model
+        label, paper = idx.get("label") or cfg["model"], idx.get("paper")
+    else:  # an index written before labels named grid values and model changes, or none
+        label = run_label(idx.get("label") or cfg["model"], cfg["model"], cfg.get("model_kwargs"))
+        paper = idx.get("paper") if not model_overrides(cfg["model"], cfg.get("model_kwargs")) else None
+    return label, paper
+
+
 def aggregate(runs: list[dict[str, Any]], study: Study | None = None) -> list[dict[str, Any]]:
-    """One row per configuration (seeds pooled): mean and std of test accuracy, paper numbers beside."""
+    """One row per configuration (seeds pooled): mean and std of test accuracy, paper numbers beside.
+
+    Labels and paper numbers come from ``study`` (its rows), else from the runs' index entries, else the model's
+    name and the paper registry; paper numbers are shown only beside the model they were measured on (no model
+    keyword changes it). Two configurations that would share a label get their config ids appended.
+    """
     study_paper = {}
     if study is not None:
         for spec in expand(study):
-            study_paper[_group_id(spec.config.to_dict())] = (spec.label, spec.paper)
+            study_paper[_group_id(spec.config.to_dict())] = (spec.report_label, spec.report_paper)
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         groups.setdefault(_group_id(run["config"]), []).append(run)
     rows = []
     for gid, members in groups.items():
         first = next((m for m in members if m["index"]), members[0])  # the label of any member swept with one
-        cfg, idx = first["config"], first["index"]
-        label, paper = study_paper.get(gid, (idx.get("label") or cfg["model"], idx.get("paper")))
-        if paper is None:
+        cfg = first["config"]
+        changes = model_overrides(cfg["model"], cfg.get("model_kwargs"))
+        label, paper = study_paper.get(gid) or _label_and_paper(cfg, first["index"])
+        if paper is None and not changes:
             paper = _paper_from_registry(cfg["model"], cfg["dataset"])
         tests = [m["result"]["test_acc"] for m in members]
         counts_head = DATASETS.get(cfg["dataset"], (0, 0, True))[2]
@@ -145,8 +161,13 @@ def aggregate(runs: list[dict[str, Any]], study: Study | None = None) -> list[di
             "train_acc_mean": statistics.fmean(m["result"]["train_acc"] for m in members),
             "paper_train_acc": (paper or {}).get("train_acc"),
             "family": _family(cfg["model"]),
+            "model_changes": changes,
             "budget": {k: cfg.get(k) for k in ("epochs", "train_subset", "batch_size", "lr", "schedule")},
         })
+    labels = [r["label"] for r in rows]
+    for r in rows:
+        if labels.count(r["label"]) > 1:
+            r["label"] = f"{r['label']} [{r['config_id']}]"
     rows.sort(key=lambda r: (r["dataset"], r["params"]))
     return rows
 
@@ -201,6 +222,10 @@ def write_report(rows: list[dict[str, Any]], out: str | Path, *, title: str = "S
     budgets = {json.dumps(r["budget"], sort_keys=True) for r in rows}
     lines += ["", "Budget (ours): " + "; ".join(sorted(budgets)),
               "FashionMNIST #weights follow the paper's rule (classifier not counted)."]
+    if any(r.get("model_changes") for r in rows):
+        lines.append("Paper numbers stand only beside the model they were measured on: a configuration whose model "
+                     "keywords change the registered model (its label lists them) has none unless its study row "
+                     "gives them.")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     from ..analysis.plots import PlotsUnavailable
 

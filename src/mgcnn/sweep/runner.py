@@ -2,8 +2,8 @@
 
 Layout of a sweep directory::
 
-    OUT/index.jsonl            one line per run swept into OUT: run id, label, seed, model, dataset, paper numbers
-                               (:func:`write_index`: every sweep adds its runs, none removes any)
+    OUT/index.jsonl            one line per run swept into OUT: run id, label, seed, model, dataset, grid point,
+                               paper numbers (:func:`write_index`: every sweep adds its runs, none removes any)
     OUT/runs/<run id>/          an ordinary ``mgcnn train`` run directory (config.yaml, checkpoint.pt, result.json)
     OUT/runs/<run id>/error.txt the last failure of that run, if any
     OUT/configs/<run id>.log   with ``jobs > 1``: the trainer's output, every segment of a resumed run appended
@@ -105,9 +105,13 @@ INDEX_FILE = "index.jsonl"
 
 
 def index_entry(r: RunSpec) -> dict[str, Any]:
-    """A run's line of ``index.jsonl``."""
-    return {"run_id": r.run_id, "label": r.label, "seed": r.config.seed, "model": r.config.model,
-            "dataset": r.config.dataset, "row": r.row, "paper": r.paper}
+    """A run's line of ``index.jsonl``: its report label and the paper numbers that belong to its model
+    (:attr:`RunSpec.report_paper`; the row's own under ``row_paper`` when they do not)."""
+    entry = {"run_id": r.run_id, "label": r.report_label, "seed": r.config.seed, "model": r.config.model,
+             "dataset": r.config.dataset, "row": r.row, "grid": r.grid, "paper": r.report_paper}
+    if r.paper is not None and r.report_paper is None:
+        entry["row_paper"] = r.paper
+    return entry
 
 
 def write_index(out: str | Path, runs: list[RunSpec], *, wait: float = 60.0) -> Path:

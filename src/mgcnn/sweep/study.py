@@ -19,12 +19,20 @@ Seeds: every row trains each of the study's ``seeds`` (``mgcnn sweep --seeds N``
 them by 0..N-1), except a row that sets ``seed``: it trains that seed alone, whatever ``seeds`` or ``--seeds`` say.
 ``seed`` is no grid field (list the seeds in ``seeds``), no ``base`` field and no override (``--set seed=...``):
 those would give every run one seed; each is refused with one line.
+
+Labels and paper numbers (:attr:`RunSpec.report_label`, :attr:`RunSpec.report_paper`, used by the index and the
+report): a run's label is its row's ``label`` (else its model), followed by its grid values and by the model
+keywords that change the registered model (:func:`model_overrides`), e.g. ``g8 (lr=0.05, group_size=4)``. A row's
+paper numbers belong to the model that row builds, the model it names (else the base's) with the ``model_kwargs``
+the row itself sets; a run whose model or model keywords differ from that (set by ``base``, the grid or an
+override) is another model, and no paper numbers are shown beside it.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -33,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import parse_yaml, read_yaml
+from ..models import model_info
 from ..train.config import ADDED_FIELDS, RUN_ID_EXCLUDE, TrainConfig, set_field
 from ..train.config import resolve_config as resolve_train_config
 
@@ -49,16 +58,83 @@ class Study:
 
 @dataclass
 class RunSpec:
-    """One run of a study: its resolved config, its hash, and the paper numbers of its row (if any)."""
+    """One run of a study: its resolved config, its hash, the paper numbers of its row (if any), its grid point, and
+    whether those paper numbers belong to the model it trains (module docstring)."""
 
     config: TrainConfig
     run_id: str
     row: dict[str, Any]
     paper: dict[str, Any] | None
+    grid: dict[str, Any] = field(default_factory=dict)
+    paper_applies: bool = True
 
     @property
     def label(self) -> str:
+        """The row's label, else the model (progress lines and outcomes)."""
         return self.row.get("label") or self.config.model
+
+    @property
+    def report_label(self) -> str:
+        """The label with the grid values and model changes that tell this configuration apart (:func:`run_label`)."""
+        return run_label(self.label, self.config.model, self.config.model_kwargs, self.grid)
+
+    @property
+    def report_paper(self) -> dict[str, Any] | None:
+        """The row's paper numbers, or None when this run trains another model than the row's."""
+        return self.paper if self.paper_applies else None
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively: ``(8, 16)`` and ``[8, 16]`` build the same model."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def model_overrides(model: str, model_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """The entries of ``model_kwargs`` that change the model ``create_model(model)`` builds: values other than the
+    preset's, or for keywords the preset leaves alone, than the builder's defaults (``None`` changes nothing). For
+    a model that is not registered, every entry."""
+    kwargs = dict(model_kwargs or {})
+    try:
+        info = model_info(model)
+    except ValueError:
+        return kwargs
+    params = inspect.signature(info.builder).parameters
+    out = {}
+    for key, value in kwargs.items():
+        if value is None:
+            continue
+        if key in info.kwargs:
+            built = info.kwargs[key]
+        elif key in params and params[key].default is not inspect.Parameter.empty:
+            built = params[key].default
+        else:
+            out[key] = value
+            continue
+        if _plain(value) != _plain(built):
+            out[key] = value
+    return out
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+
+
+def run_label(name: str, model: str, model_kwargs: dict[str, Any] | None, grid: dict[str, Any] | None = None) -> str:
+    """``name`` followed by the grid values (``model_kwargs.`` left out of their keys) and the model keywords that
+    change ``model`` (:func:`model_overrides`), e.g. ``g8 (lr=0.05, group_size=4)``; ``name`` alone when there are
+    none."""
+    parts: dict[str, Any] = {}
+    for key, value in (grid or {}).items():
+        if key == "model_kwargs" or (key == "model" and value == name):
+            continue  # the keywords follow below; a model already named
+        parts[key.removeprefix("model_kwargs.")] = value
+    for key, value in model_overrides(model, model_kwargs).items():
+        parts.setdefault(key, value)
+    return f"{name} ({', '.join(f'{k}={_text(v)}' for k, v in parts.items())})" if parts else name
 
 
 def _builtin_dir():
@@ -168,20 +244,30 @@ def expand(study: Study, *, seeds: list[int] | None = None, overrides: dict[str,
                          f"0..N-1), or seeds: [{overrides['seed']}] in the study (overrides may not set seed)")
     keys = list(study.grid)
     combos = list(itertools.product(*(study.grid[k] for k in keys))) or [()]
+    default_model = TrainConfig().model
     runs = []
     for row in study.rows:
         row_fields = {k: v for k, v in row.items() if k not in ("paper", "label")}
+        # the model the row's paper numbers belong to: the one it names (else the base's), with its own keywords
+        own_model = row_fields.get("model", study.base.get("model", default_model))
+        own: dict[str, Any] = {"model_kwargs": {}}
+        for k, v in row_fields.items():
+            if k == "model_kwargs" or k.startswith("model_kwargs."):
+                set_field(own, k, copy.deepcopy(v))
+        own_changes = model_overrides(own_model, own["model_kwargs"])
         for combo in combos:
+            point = dict(zip(keys, combo))
             for seed in [row_fields["seed"]] if "seed" in row_fields else seeds:
                 fields = copy.deepcopy(study.base)
                 for k, v in row_fields.items():
                     set_field(fields, k, v)
-                for k, v in zip(keys, combo):
+                for k, v in point.items():
                     set_field(fields, k, v)
                 fields["seed"] = seed
                 for k, v in overrides.items():
                     set_field(fields, k, v)
                 cfg = resolve_config(fields)
-                runs.append(RunSpec(cfg, config_hash(cfg), {**row_fields, **dict(zip(keys, combo)),
-                                                             "label": row.get("label")}, row.get("paper")))
+                applies = cfg.model == own_model and model_overrides(cfg.model, cfg.model_kwargs) == own_changes
+                runs.append(RunSpec(cfg, config_hash(cfg), {**row_fields, **point, "label": row.get("label")},
+                                    row.get("paper"), point, applies))
     return runs
