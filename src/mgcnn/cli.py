@@ -173,6 +173,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     if not args.study:
         raise ValueError("name a study (a YAML file or a built-in study; see mgcnn sweep --list)")
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds {args.seeds} runs no seed at all; give a count of at least 1 (--seeds N runs "
+                         "seeds 0..N-1)")
     study = load_study(args.study)
     overrides = _parse_assignments(args.set, "--set")
     seeds = list(range(args.seeds)) if args.seeds is not None else None
@@ -185,10 +188,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Aggregate the finished runs under DIR into report.csv, report.md and accuracy_vs_weights.png."""
     from .sweep import aggregate, collect, load_study, write_report
 
-    runs = collect(args.dir)
+    study = load_study(args.study) if args.study else None
+    skipped = []
+
+    def warn(line: str) -> None:  # a damaged file or a copied run: one line each, the other runs are reported
+        skipped.append(line)
+        print(f"mgcnn report: {line}", file=sys.stderr)
+
+    runs = collect(args.dir, warn=warn)
+    if not runs and skipped:
+        raise ValueError(f"no run could be reported under {args.dir}: every finished run is damaged or a copy "
+                         "(see above); nothing was written")
     if not runs:
         raise ValueError(f"no finished runs (result.json with config.yaml) under {args.dir}")
-    study = load_study(args.study) if args.study else None
     rows = aggregate(runs, study)
     paths = write_report(rows, args.out or args.dir, title=args.title or (study.name if study else str(args.dir)))
     print(paths["md"].read_text())
@@ -275,7 +287,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from .analysis import read_run_metrics
     from .analysis.plots import plot_runs
 
-    out = plot_runs(read_run_metrics(args.runs), args.out)
+    def skip(line: str) -> None:  # a damaged metrics file: one line, the other runs are plotted
+        print(f"mgcnn plot: skipped {line}", file=sys.stderr)
+
+    runs = read_run_metrics(args.runs, skip=skip)
+    if not runs:
+        raise ValueError("no run could be plotted: every metrics file named is damaged (see above); nothing was "
+                         "written")
+    out = plot_runs(runs, args.out)  # the file written: --out, with .png appended unless it names an image format
     print(f"wrote {out}")
     return 0
 

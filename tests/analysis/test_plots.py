@@ -138,3 +138,20 @@ def test_plots_unavailable_without_matplotlib(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_mpl)
     with pytest.raises(PlotsUnavailable, match=r"pip install 'mgcnn\[plots\]'"):
         spectrum_figure(eigs(10))
+
+
+def test_plot_writes_exactly_the_file_it_names(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rec = {"train_loss": 1.0, "test_loss": 1.1, "train_acc": 50.0, "test_acc": 48.0, "lr": 0.1}
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, **rec}) + "\n" for e in (1, 2)))
+    for name, written in [("curves", "curves.png"), ("curves.v2", "curves.v2.png"), ("c.png", "c.png"),
+                          ("c.svg", "c.svg")]:
+        capsys.readouterr()
+        assert cli.main(["plot", str(run), "--out", str(tmp_path / name)]) == 0
+        assert capsys.readouterr().out.strip() == f"wrote {tmp_path / written}"
+        assert (tmp_path / written).stat().st_size > 1000
+    assert (tmp_path / "c.svg").read_text().lstrip().startswith("<?xml")
+    assert not (tmp_path / "curves").exists() and not (tmp_path / "curves.v2").exists()

@@ -101,3 +101,58 @@ def test_read_run_metrics_labels_and_errors(tmp_path):
     (tmp_path / "empty" / "metrics.jsonl").write_text("\n")
     with pytest.raises(ValueError, match="holds no finished epoch yet"):
         read_run_metrics([tmp_path / "empty"])
+
+
+def _curves(path, epochs=2):
+    path.mkdir(parents=True, exist_ok=True)
+    rec = {"train_loss": 1.0, "test_loss": 1.1, "train_acc": 50.0, "test_acc": 48.0, "lr": 0.1}
+    (path / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, **rec}) + "\n" for e in range(1, epochs + 1)))
+    return path
+
+
+def test_plot_reports_a_damaged_metrics_file_by_name_and_plots_the_other_runs(tmp_path, capsys):
+    from mgcnn import cli
+
+    good, torn, keys = _curves(tmp_path / "good"), _curves(tmp_path / "torn"), _curves(tmp_path / "keys")
+    (torn / "metrics.jsonl").write_text((torn / "metrics.jsonl").read_text()[:-20] + "\n")
+    (keys / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 1.0}\n{"train_loss": 0.5, "lr": "0.1"}\n')
+    out = tmp_path / "curves.png"
+    assert cli.main(["plot", str(good), str(torn), str(keys), "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "Traceback" not in "".join(err), err
+    assert f"{torn / 'metrics.jsonl'}: line 2 is not valid JSON" in err[0]
+    assert f"{keys / 'metrics.jsonl'}: line 2: has no epoch" in err[1]
+    out.unlink()
+    assert cli.main(["plot", str(torn), str(keys), "--out", str(out)]) == 2  # nothing to plot
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and err[-1].startswith("mgcnn plot: error: no run could be plotted"), err
+    assert not out.exists()
+    runs = read_run_metrics([good, torn], skip=lambda line: None)  # the library: a callback, else an error
+    assert list(runs) == ["good"]
+    with pytest.raises(ValueError, match="torn/metrics.jsonl: line 2 is not valid JSON"):
+        read_run_metrics([good, torn])
+
+
+def test_spectrum_without_matplotlib_writes_nothing_and_names_no_plots(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    from mgcnn import cli
+
+    real = builtins.__import__
+
+    def no_mpl(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib here")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mpl)
+    out = tmp_path / "sp"
+    assert cli.main(["spectrum", "--model", "mgnet", "--model-arg", "widths=[4, 8]", "--grid", "4",
+                     "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-plots" in err[0] and "pip install 'mgcnn[plots]'" in err[0], err
+    assert not out.exists()
+    assert cli.main(["spectrum", "--model", "mgnet", "--model-arg", "widths=[4, 8]", "--grid", "4",
+                     "--out", str(out), "--no-plots"]) == 0
+    assert (out / "summary.md").is_file()

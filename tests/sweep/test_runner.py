@@ -201,3 +201,79 @@ def test_sweep_rechecks_each_run_just_before_it_starts(data_root, tmp_path, monk
     out = run_sweep(study, tmp_path / "sw", log=lambda s: None)
     assert [o.status for o in out] == ["finished", "skipped"]
     assert not (second / "error.txt").exists()
+
+
+def test_a_resumed_runs_log_keeps_the_earlier_segments(data_dir, tmp_path):
+    out = tmp_path / "sw"
+    st = tiny_study(data_dir, rows=[{"label": "a"}], seeds=1, epochs=2)
+    (spec,) = expand(st)
+    spec.config.out = str(out / "runs" / spec.run_id)
+    assert train(spec.config, stop_after=1, progress=False, log=lambda s: None) is None
+    log = out / "configs" / f"{spec.run_id}.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("output of the first segment\n")
+    (outcome,) = run_sweep(st, out, jobs=2, log=lambda s: None)
+    assert outcome.status == "finished" and outcome.resumed
+    lines = log.read_text().splitlines()
+    assert lines[0] == "output of the first segment"
+    assert "resuming run" in lines[1] and "after epoch 1" in lines[1], lines[1]  # the separator
+    assert any(f"resuming {spec.config.out} after epoch 1/2" in line for line in lines[2:])  # the trainer's output
+
+
+def _finish_without_training(spec, out, test_acc=80.0):
+    """A run as a sweep finds it once trained (its config and result), without training it."""
+    from mgcnn.train.config import save_yaml
+
+    d = out / "runs" / spec.run_id
+    spec.config.out = str(d)
+    save_yaml(spec.config, d / "config.yaml")
+    (d / "result.json").write_text(json.dumps({"test_acc": test_acc, "train_acc": 81.0, "params": 1000,
+                                               "params_no_head": 900, "epochs": spec.config.epochs}))
+
+
+def test_every_sweep_into_a_folder_keeps_the_other_runs_in_its_index(data_root, tmp_path, capsys, monkeypatch):
+    import csv
+
+    out = tmp_path / "sw"
+    base = {**TINY, "model_kwargs": {}, "epochs": 1, "data_dir": str(data_root)}
+    studies = {"a": {"name": "a", "base": base, "rows": [{"label": "A", "model": "mgiad_c16_g8",
+                                                         "paper": {"test_acc": 12.5}}]},
+               "b": {"name": "b", "base": base, "rows": [{"label": "B", "model": "mgiad_c16_g4"}]}}
+    for name, st in studies.items():
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(st))
+        for spec in expand(load_study(st)):
+            _finish_without_training(spec, out)
+    assert cli.main(["sweep", str(tmp_path / "a.yaml"), "--out", str(out)]) == 0
+    assert cli.main(["sweep", str(tmp_path / "b.yaml"), "--out", str(out)]) == 0
+    index = [json.loads(x) for x in (out / "index.jsonl").read_text().splitlines()]
+    assert [(e["label"], e["paper"]) for e in index] == [("A", {"test_acc": 12.5}), ("B", None)]
+    kept = (out / "index.jsonl").read_text()
+    for count in ("0", "-2"):  # no run at all: refused, the index untouched
+        assert cli.main(["sweep", str(tmp_path / "a.yaml"), "--out", str(out), "--seeds", count]) == 2
+        assert f"--seeds {count}" in one_error_line(capsys)
+    monkeypatch.setitem(sys.modules, "submitit", None)  # submitit not installed: the sweep cannot start
+    assert cli.main(["sweep", str(tmp_path / "b.yaml"), "--out", str(out), "--executor", "submitit-local",
+                     "--set", "epochs=2"]) == 2
+    assert "pip install 'mgcnn[slurm]'" in one_error_line(capsys)
+    assert (out / "index.jsonl").read_text() == kept
+    assert cli.main(["report", str(out)]) == 0
+    rows = {r["label"]: r for r in csv.DictReader((out / "report.csv").open())}
+    assert rows["A"]["paper_test_acc"] == "12.5"  # the study's number, not the registry's 92.62
+
+
+def test_sweeps_adding_to_one_index_at_once_keep_every_run(tmp_path):
+    import threading
+
+    from mgcnn.sweep import write_index
+
+    specs = expand(load_study({"name": "s", "base": {**TINY, "epochs": 1}, "seeds": list(range(12))}))
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "index.jsonl").write_text('{"run_id": "abc"\n')  # a damaged line: kept as it stands
+    threads = [threading.Thread(target=write_index, args=(tmp_path / "sw", [spec])) for spec in specs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = (tmp_path / "sw" / "index.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["run_id"] for x in lines if x != '{"run_id": "abc"') == sorted(s.run_id for s in specs)
+    assert '{"run_id": "abc"' in lines and not (tmp_path / "sw" / ".lock").exists()

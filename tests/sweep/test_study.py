@@ -66,3 +66,25 @@ def test_bad_studies_are_one_clear_line(study, message, tmp_path, capsys):
     f.write_text(yaml.safe_dump(study))
     assert cli.main(["sweep", str(f), "--out", str(tmp_path / "sw")]) == 2
     assert message in one_error_line(capsys)
+
+
+def test_a_rows_seed_is_the_seed_it_trains_and_seed_elsewhere_is_refused(tmp_path, capsys):
+    st = load_study({"name": "s", "seeds": 2, "rows": [{"model": "mgiad_l3_c16_g8", "seed": 5},
+                                                       {"model": "mgiad_l3_c16_g4"}]})
+    assert [(r.config.model, r.config.seed) for r in expand(st)] == [
+        ("mgiad_l3_c16_g8", 5), ("mgiad_l3_c16_g4", 0), ("mgiad_l3_c16_g4", 1)]
+    # --seeds (expand's seeds) replaces the study's seeds, not a row's own seed
+    assert [r.config.seed for r in expand(st, seeds=[7])] == [5, 7]
+    for study, message in [
+        ({"name": "s", "grid": {"seed": [0, 1]}}, "grid over seed: list the seeds in seeds: [0, 1]"),
+        ({"name": "s", "base": {"seed": 3}}, "base sets seed=3: use seeds: [3]"),
+        ({"name": "s", "rows": [{"seed": -1}]}, "seed=-1 is invalid"),
+    ]:
+        f = tmp_path / "s.yaml"
+        f.write_text(yaml.safe_dump(study))
+        assert cli.main(["sweep", str(f), "--out", str(tmp_path / "sw")]) == 2
+        assert message in one_error_line(capsys)
+    f.write_text(yaml.safe_dump({"name": "s"}))
+    assert cli.main(["sweep", str(f), "--out", str(tmp_path / "sw"), "--set", "seed=4"]) == 2
+    assert "--set seed=4 would give every run the same seed; use --seeds" in one_error_line(capsys)
+    assert not (tmp_path / "sw").exists()

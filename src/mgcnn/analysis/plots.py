@@ -22,20 +22,55 @@ class PlotsUnavailable(ImportError):
     """matplotlib is not installed (it is the optional ``plots`` extra)."""
 
 
+NO_MATPLOTLIB = "plotting needs matplotlib: pip install 'mgcnn[plots]'"
+
+
+def _figure_classes():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotsUnavailable(NO_MATPLOTLIB) from None
+    return Figure, FigureCanvasAgg
+
+
+def require_matplotlib(message: str = NO_MATPLOTLIB) -> None:
+    """Raise :class:`PlotsUnavailable` with ``message`` unless figures can be drawn: for callers that check before
+    they write anything, so that a missing matplotlib leaves no half-written output."""
+    try:
+        _figure_classes()
+    except PlotsUnavailable:
+        raise PlotsUnavailable(message) from None
+
+
 def new_figure(**kwargs):
     """A :class:`matplotlib.figure.Figure` (``kwargs``: its arguments, e.g. ``figsize``) with an Agg canvas.
 
     Not registered with pyplot, and matplotlib's backend is left as it is. Raises :class:`PlotsUnavailable` when
     matplotlib is not installed.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise PlotsUnavailable("plotting needs matplotlib: pip install 'mgcnn[plots]'") from None
-    fig = Figure(**kwargs)
-    FigureCanvasAgg(fig)  # draws (and saves) the figure without any backend
+    figure, canvas = _figure_classes()
+    fig = figure(**kwargs)
+    canvas(fig)  # draws (and saves) the figure without any backend
     return fig
+
+
+def figure_path(path: str | Path) -> Path:
+    """The file a figure saved to ``path`` is written to: ``path`` itself when its suffix names a format matplotlib
+    writes (``.png``, ``.pdf``, ``.svg``, ...), else ``path`` with ``.png`` appended (``curves`` -> ``curves.png``,
+    ``curves.v2`` -> ``curves.v2.png``). Every ``plot_*`` function writes there and returns it."""
+    path = Path(path)
+    _, canvas = _figure_classes()
+    if path.suffix[1:].lower() in canvas.get_supported_filetypes():
+        return path
+    return path.with_name(path.name + ".png")
+
+
+def save_figure(fig, path: str | Path, *, dpi: int) -> Path:
+    """Save ``fig`` to :func:`figure_path` of ``path``, in the format its suffix names; returns where it went."""
+    path = figure_path(path)
+    fig.savefig(path, dpi=dpi, format=path.suffix[1:].lower())
+    return path
 
 
 def _plane(eigs: Tensor, roots: Tensor | None, n: int = 300, margin: float = 0.25):
@@ -94,8 +129,7 @@ def spectrum_figure(eigs: Tensor, *, roots: Tensor | None = None, title: str = "
 def plot_spectrum(eigs: Tensor, path: str | Path, *, roots: Tensor | None = None, title: str = "") -> Path:
     """Eigenvalues in the complex plane (their density when there are many); with ``roots``, contours of
     |q(lambda)| and the roots marked."""
-    spectrum_figure(eigs, roots=roots, title=title).savefig(path, dpi=120)
-    return Path(path)
+    return save_figure(spectrum_figure(eigs, roots=roots, title=title), path, dpi=120)
 
 
 def q_surface_figure(eigs: Tensor, roots: Tensor, *, title: str = "", clip: float = 3.0):
@@ -124,8 +158,7 @@ def q_surface_figure(eigs: Tensor, roots: Tensor, *, title: str = "", clip: floa
 
 def plot_q_surface(eigs: Tensor, roots: Tensor, path: str | Path, *, title: str = "", clip: float = 3.0) -> Path:
     """A Figure-3 style surface of |q| over the complex plane, with the spectrum drawn at its |q| height."""
-    q_surface_figure(eigs, roots, title=title, clip=clip).savefig(path, dpi=120)
-    return Path(path)
+    return save_figure(q_surface_figure(eigs, roots, title=title, clip=clip), path, dpi=120)
 
 
 def plot_confusion(confusion, classes: list[str], path: str | Path, *, title: str = "") -> Path:
@@ -151,34 +184,32 @@ def plot_confusion(confusion, classes: list[str], path: str | Path, *, title: st
     ax.set_ylabel("true")
     ax.set_title(_wrap(title, 70), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_runs(runs: dict[str, list[dict]], path: str | Path) -> Path:
-    """Training curves of one or several runs (``{label: metrics.jsonl records}``): loss, accuracy, lr by epoch."""
+    """Training curves of one or several runs (``{label: metrics.jsonl records}``): loss, accuracy, lr by epoch.
+
+    Each curve is drawn from the records that hold its value (``eval_every > 1`` evaluates only some epochs)."""
     fig = new_figure(figsize=(14, 4.2))
     axes = fig.subplots(1, 3)
     for i, (label, hist) in enumerate(runs.items()):
         color = f"C{i % 10}"
-        ep = [h["epoch"] for h in hist]
-        axes[0].plot(ep, [h["train_loss"] for h in hist], color=color, ls="--", label=f"{label} train")
-        tested = [h for h in hist if "test_acc" in h]  # eval_every > 1 evaluates only some epochs
-        axes[0].plot([h["epoch"] for h in tested], [h["test_loss"] for h in tested], color=color, marker=".",
-                     label=f"{label} test")
-        axes[1].plot(ep, [h["train_acc"] for h in hist], color=color, ls="--", label=f"{label} train")
-        axes[1].plot([h["epoch"] for h in tested], [h["test_acc"] for h in tested], color=color, marker=".",
-                     label=f"{label} test")
-        if any("val_acc" in h for h in hist):
-            axes[1].plot([h["epoch"] for h in hist if "val_acc" in h], [h["val_acc"] for h in hist if "val_acc" in h],
-                         color=color, ls=":", label=f"{label} val")
-        axes[2].plot(ep, [h["lr"] for h in hist], color=color, label=label)
+        for ax, key, name, style in ((axes[0], "train_loss", f"{label} train", {"ls": "--"}),
+                                     (axes[0], "test_loss", f"{label} test", {"marker": "."}),
+                                     (axes[1], "train_acc", f"{label} train", {"ls": "--"}),
+                                     (axes[1], "test_acc", f"{label} test", {"marker": "."}),
+                                     (axes[1], "val_acc", f"{label} val", {"ls": ":"}),
+                                     (axes[2], "lr", label, {})):
+            points = [(h["epoch"], h[key]) for h in hist if h.get(key) is not None]
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], color=color, label=name, **style)
     for ax, name in zip(axes, ("loss", "accuracy (%)", "learning rate (end of epoch)")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
+    for ax in axes[:2]:
+        if ax.get_lines():
+            ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)

@@ -1,21 +1,26 @@
-"""Files written from analyses: a model's spectrum report, an evaluation's confusion matrix; reading runs' metrics.
+"""Files written from analyses: a model's spectrum report, an evaluation's confusion matrix; reading run files.
 
-The command line (``mgcnn spectrum``, ``mgcnn eval --per-class``, ``mgcnn plot``) calls these and prints; they can
-be used from Python the same way.
+The command line (``mgcnn spectrum``, ``mgcnn eval --per-class``, ``mgcnn plot``, ``mgcnn report``) calls these and
+prints; they can be used from Python the same way. :func:`read_run_file` is the one reader of the files a run or a
+sweep records (``result.json``, ``config.yaml``, ``metrics.jsonl``, ``index.jsonl``): a damaged file is one
+:class:`DamagedRunFile` naming it, never a ``KeyError`` or a parser's message without the file.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
 
-from .plots import PlotsUnavailable, plot_confusion, plot_q_surface, plot_spectrum
+from ..fileio import parse_yaml
+from .plots import PlotsUnavailable, plot_confusion, plot_q_surface, plot_spectrum, require_matplotlib
 from .spectrum import level_operators, model_smoothing_factors, model_spectra, spectrum_summary
 
 SMOOTHING_FACTOR_TEXT = (
@@ -50,9 +55,13 @@ def write_spectrum_report(model: nn.Module, out: str | Path, *, label: str, grid
     of spectral radius, extreme real parts, largest imaginary part and smoothing factor, then
     :data:`SMOOTHING_FACTOR_TEXT`), ``summary.json`` (the table's rows) and, with ``plots``, ``spectrum_<op>.png``
     per operator and ``q_surface_<op>.png`` per polynomial smoother (matplotlib; :class:`PlotsUnavailable`
-    without it). ``label`` names the model in the titles; ``grid=None`` uses each level's own resolution for
-    32 x 32 inputs. A model without level operators raises ``ValueError`` before anything is written.
+    without it, raised before anything is written). ``label`` names the model in the titles; ``grid=None`` uses each
+    level's own resolution for 32 x 32 inputs. A model without level operators raises ``ValueError`` before anything
+    is written.
     """
+    if plots:  # before anything is computed or written: without matplotlib the output would stop half-way
+        require_matplotlib("the spectrum plots need matplotlib: pip install 'mgcnn[plots]', or leave them out with "
+                           "plots=False (mgcnn spectrum --no-plots) for the eigenvalues and tables alone")
     spectra = model_spectra(model, grid)  # a model without level operators fails here, before any output
     factors = model_smoothing_factors(model, grid)
     smoothers = {e.name: e.smoother for e in level_operators(model)}
@@ -124,19 +133,153 @@ def write_confusion(res: dict, out: str | Path) -> ConfusionReport:
     return ConfusionReport(files)
 
 
-def read_run_metrics(paths: Iterable[str | Path]) -> dict[str, list[dict]]:
+# ------------------------------------------------------------------------------------------------- run files
+class DamagedRunFile(ValueError):
+    """A run file that does not hold what its name says: ``str()`` is one line, ``PATH: PROBLEM``.
+
+    ``path`` is the file, ``problem`` what is wrong with it; for a JSON-lines file ``line`` is the number of the
+    damaged line and ``text`` that line as it stands (None for the whole file).
+    """
+
+    def __init__(self, path: str | Path, problem: str, *, line: int | None = None, text: str | None = None):
+        self.path, self.problem, self.line, self.text = Path(path), problem, line, text
+        super().__init__(f"{path}: {problem}")
+
+
+_NUMBER, _INTEGER, _TEXT, _MAPPING = "a number", "an integer", "a string", "a mapping"
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    _NUMBER: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    _INTEGER: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    _TEXT: lambda v: isinstance(v, str),
+    _MAPPING: lambda v: isinstance(v, dict),
+}
+
+# What each run file holds: its format, the keys every record must have and the keys it may have (None or of the
+# kind given). Records may hold more keys than these; these are the ones the reports and plots read.
+RUN_FILES: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
+    "result.json": ("json", {"test_acc": _NUMBER, "train_acc": _NUMBER, "params": _INTEGER, "epochs": _INTEGER},
+                    {"params_no_head": _INTEGER}),
+    "config.yaml": ("yaml", {"model": _TEXT, "dataset": _TEXT, "epochs": _INTEGER, "seed": _INTEGER},
+                    {"model_kwargs": _MAPPING}),
+    "metrics.jsonl": ("jsonl", {"epoch": _INTEGER}, {"train_loss": _NUMBER, "train_acc": _NUMBER, "lr": _NUMBER,
+                                                     "test_loss": _NUMBER, "test_acc": _NUMBER, "val_acc": _NUMBER}),
+    "index.jsonl": ("jsonl", {"run_id": _TEXT}, {"label": _TEXT, "paper": _MAPPING, "grid": _MAPPING,
+                                                 "seed": _INTEGER}),
+}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_record(record: Any, kind: str) -> str | None:
+    """What is wrong with one record of a ``kind`` file (its :data:`RUN_FILES` entry), or None."""
+    fmt, required, optional = RUN_FILES[kind]
+    if not isinstance(record, dict):
+        what = "a JSON object" if fmt != "yaml" else "a mapping of config fields"
+        return f"holds {type(record).__name__} {_short(record)} where {what} belongs"
+    missing = [k for k in required if k not in record]
+    if missing:
+        return f"has no {', '.join(missing)} (a {kind} record holds {', '.join(required)})"
+    for key, want in {**required, **optional}.items():
+        if key in record and not (record[key] is None and key in optional) and not _KINDS[want](record[key]):
+            return f"{key}={_short(record[key])} is not {want}"
+    if fmt == "json":  # a finished run's numbers are finite (training stops on a non-finite loss)
+        bad = [k for k, want in required.items() if want == _NUMBER and not math.isfinite(record[k])]
+        if bad:
+            return f"{', '.join(f'{k}={record[k]!r}' for k in bad)}: not a finite number"
+    if kind == "config.yaml":
+        from ..train.config import TrainConfig
+
+        unknown = sorted(set(record) - set(TrainConfig.__dataclass_fields__))
+        if unknown:
+            return f"unknown config field(s) {unknown} (written by another version of mgcnn, or edited)"
+    return None
+
+
+def read_run_file(path: str | Path, kind: str | None = None, *,
+                  on_bad_line: Callable[[DamagedRunFile], None] | None = None) -> Any:
+    """The content of a run file, checked against what it must hold (:data:`RUN_FILES`).
+
+    ``kind`` is the file's :data:`RUN_FILES` name (default: ``path``'s name, so ``metrics.jsonl``, ``result.json``,
+    ``config.yaml`` or ``index.jsonl``). JSON and YAML files give one mapping, JSON-lines files the list of their
+    records (blank lines skipped). Raises ``FileNotFoundError`` for a missing file and :class:`DamagedRunFile` for
+    one that cannot be read, is not valid JSON/YAML, or misses or mistypes a key the reports read; with
+    ``on_bad_line``, a damaged line of a JSON-lines file is passed to it as a :class:`DamagedRunFile` and left out.
+    """
+    path = Path(path)
+    kind = kind or path.name
+    if kind not in RUN_FILES:
+        raise ValueError(f"kind={kind!r} is not a run file; use one of {sorted(RUN_FILES)}")
+    fmt = RUN_FILES[kind][0]
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as e:
+        raise DamagedRunFile(path, f"cannot be read ({type(e).__name__}: {getattr(e, 'strerror', None) or e})") from None
+    if fmt == "jsonl":
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                problem = f"line {number} is not valid JSON ({e.msg}; column {e.colno})"
+            else:
+                problem = _check_record(record, kind)
+                if problem is None:
+                    records.append(record)
+                    continue
+                problem = f"line {number}: {problem}"
+            error = DamagedRunFile(path, problem, line=number, text=line)
+            if on_bad_line is None:
+                raise error
+            on_bad_line(error)
+        return records
+    if not text.strip():
+        raise DamagedRunFile(path, "is empty")
+    if fmt == "json":
+        try:
+            record = json.loads(text)
+        except ValueError as e:
+            raise DamagedRunFile(path, f"is not valid JSON ({e.msg}; line {e.lineno}, column {e.colno})") from None
+    else:
+        try:
+            record = parse_yaml(text, str(path))
+        except ValueError as e:
+            raise DamagedRunFile(path, str(e).removeprefix(f"{path}: ")) from None
+    problem = _check_record(record, kind)
+    if problem is not None:
+        raise DamagedRunFile(path, problem)
+    return record
+
+
+def read_run_metrics(paths: Iterable[str | Path], *,
+                     skip: Callable[[str], None] | None = None) -> dict[str, list[dict]]:
     """The ``metrics.jsonl`` records (one per finished epoch) of run directories or metrics files, by label.
 
     A directory's label is its name, a file's its path as given; a label already taken (two runs in folders of
     the same name) is replaced by the path as given. Raises ``FileNotFoundError`` for a path without
-    ``metrics.jsonl`` and ``ValueError`` for a run without a finished epoch.
+    ``metrics.jsonl`` and ``ValueError`` for a run without a finished epoch. A damaged metrics file (not JSON
+    lines, a record without its epoch, a loss, accuracy or lr that is not a number: :func:`read_run_file`) raises
+    :class:`DamagedRunFile` naming it and its line; with ``skip``, that run is left out and ``skip`` is called with
+    the one-line message instead (``mgcnn plot`` prints it and plots the other runs).
     """
     runs: dict[str, list[dict]] = {}
     for run in paths:
         path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
         if not path.is_file():
             raise FileNotFoundError(f"{run}: no metrics.jsonl (pass run directories written by mgcnn train)")
-        records = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        try:
+            records = read_run_file(path, "metrics.jsonl")
+        except DamagedRunFile as e:
+            if skip is None:
+                raise
+            skip(f"{e}; the run is left out")
+            continue
         if not records:
             raise ValueError(f"{path} holds no finished epoch yet")
         label = Path(run).name if Path(run).is_dir() else str(run)

@@ -1,8 +1,8 @@
 """Sweeps over configurations and seeds (local or Slurm), and reports beside the papers' numbers."""
 
 from .report import aggregate, collect, write_report
-from .runner import EXECUTORS, Outcome, run_sweep
-from .study import RunSpec, Study, builtin_studies, config_hash, expand, load_study
+from .runner import EXECUTORS, Outcome, run_sweep, write_index
+from .study import RunSpec, Study, builtin_studies, config_hash, expand, load_study, model_overrides, run_label
 
 __all__ = [
     "EXECUTORS",
@@ -15,6 +15,9 @@ __all__ = [
     "config_hash",
     "expand",
     "load_study",
+    "model_overrides",
+    "run_label",
     "run_sweep",
+    "write_index",
     "write_report",
 ]

@@ -2,9 +2,11 @@
 
 Layout of a sweep directory::
 
-    OUT/index.jsonl            one line per run of the study: run id, label, seed, model, dataset, paper numbers
+    OUT/index.jsonl            one line per run swept into OUT: run id, label, seed, model, dataset, grid point,
+                               paper numbers (:func:`write_index`: every sweep adds its runs, none removes any)
     OUT/runs/<run id>/          an ordinary ``mgcnn train`` run directory (config.yaml, checkpoint.pt, result.json)
     OUT/runs/<run id>/error.txt the last failure of that run, if any
+    OUT/configs/<run id>.log   with ``jobs > 1``: the trainer's output, every segment of a resumed run appended
 
 Executors: ``local`` runs in this process one after another (``jobs=1``) or as ``jobs`` parallel ``mgcnn train``
 subprocesses (one GPU each when there are GPUs, else an equal share of the CPUs each; they die with the sweep);
@@ -24,12 +26,15 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write_text, is_locked
+from ..analysis.report import DamagedRunFile, read_run_file
+from ..fileio import DirectoryLock, atomic_write_text, is_locked
 from ..train.config import RESUME_MUTABLE, TrainConfig, save_yaml
 from ..train.process import available_cpus, resolve_device
+from ..train.rundir import RunLockedError, RunPaths
 from .study import RunSpec, Study, expand
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -96,10 +101,49 @@ def _death_signal_setter():
     return child
 
 
-def _index_text(runs: list[RunSpec]) -> str:
-    lines = [json.dumps({"run_id": r.run_id, "label": r.label, "seed": r.config.seed, "model": r.config.model,
-                         "dataset": r.config.dataset, "row": r.row, "paper": r.paper}) for r in runs]
-    return "\n".join(lines) + "\n"
+INDEX_FILE = "index.jsonl"
+
+
+def index_entry(r: RunSpec) -> dict[str, Any]:
+    """A run's line of ``index.jsonl``: its report label and the paper numbers that belong to its model
+    (:attr:`RunSpec.report_paper`; the row's own under ``row_paper`` when they do not)."""
+    entry = {"run_id": r.run_id, "label": r.report_label, "seed": r.config.seed, "model": r.config.model,
+             "dataset": r.config.dataset, "row": r.row, "grid": r.grid, "paper": r.report_paper}
+    if r.paper is not None and r.report_paper is None:
+        entry["row_paper"] = r.paper
+    return entry
+
+
+def write_index(out: str | Path, runs: list[RunSpec], *, wait: float = 60.0) -> Path:
+    """Add ``runs`` to the index of the sweep directory ``out`` (``out/index.jsonl``), the one writer of that file.
+
+    Entries of other run ids stay as they are (other studies, seeds or overrides swept into the same folder), those
+    of these run ids are replaced, new ones appended; a line that cannot be read is kept as it stands (the report
+    names it). The merge happens under the lock of ``out`` (:class:`mgcnn.fileio.DirectoryLock`, waiting up to
+    ``wait`` seconds for another sweep's merge) and the file is replaced atomically, so two sweeps starting on one
+    folder at once both keep their runs. Returns the index's path.
+    """
+    out = Path(out)
+    path = out / INDEX_FILE
+    lock = DirectoryLock(out)
+    deadline = time.monotonic() + wait
+    while not lock.acquire():
+        if time.monotonic() > deadline:
+            raise RunLockedError(f"{out} is held by {lock.holder()} for more than {wait:.0f} s while its index is "
+                                 "updated; wait for that sweep to start its runs, or use another --out")
+        time.sleep(0.05)
+    try:
+        unreadable: list[str] = []
+        entries: dict[str, str] = {}
+        if path.exists():
+            for e in read_run_file(path, on_bad_line=lambda bad: unreadable.append(bad.text)):
+                entries[e["run_id"]] = json.dumps(e)
+        for r in runs:
+            entries[r.run_id] = json.dumps(index_entry(r))
+        atomic_write_text(path, "".join(line + "\n" for line in [*entries.values(), *unreadable]))
+    finally:
+        lock.release(remove=True)
+    return path
 
 
 def run_sweep(
@@ -116,18 +160,20 @@ def run_sweep(
     """Run every run of ``study`` into the sweep directory ``out``: finished runs are skipped, interrupted ones
     resumed, and a failed run does not stop the others.
 
-    The runs are ``expand(study, seeds=seeds, overrides=overrides)`` (rows x grid x seeds); each trains into
-    ``out/runs/<run id>`` (layout in the module docstring), the run id being the hash of its resolved config. Before
-    anything is written, two runs with the same configuration and a dataset that cannot be found raise; then
-    ``out/index.jsonl`` is written and the runs start. A run whose directory holds ``result.json`` is skipped, one
-    locked by a live process is left to it ("running elsewhere"), one with ``checkpoint.pt`` is resumed; with the
-    local executor the state is checked again just before each run starts. A failure is recorded in the run's
-    ``error.txt`` (never inside a finished run) and logged.
+    The runs are ``expand(study, seeds=seeds, overrides=overrides)`` (rows x grid x seeds; a row's own ``seed``
+    stays); each trains into ``out/runs/<run id>`` (layout in the module docstring), the run id being the hash of
+    its resolved config. Before anything is written, two runs with the same configuration, a dataset that cannot be
+    found and a slurm executor without submitit raise; then the runs are added to ``out/index.jsonl``
+    (:func:`write_index`, which keeps the runs other sweeps put there) and start. A run whose directory holds
+    ``result.json`` is skipped, one locked by a live process is left to it ("running elsewhere"), one with
+    ``checkpoint.pt`` is resumed; with the local executor the state is checked again just before each run starts.
+    A failure is recorded in the run's ``error.txt`` (never inside a finished run) and logged.
 
     Args:
         study: the study (:class:`mgcnn.sweep.study.Study`, e.g. from ``load_study``).
         out: the sweep directory; created if missing.
-        seeds: the seeds to run (default: the study's own ``seeds``).
+        seeds: the seeds to run (default: the study's own ``seeds``), a non-empty list; rows that set their own
+            ``seed`` keep it.
         overrides: config fields set on every run after its row and grid values (``"model_kwargs.KEY"`` sets one
             model argument).
         executor: one of :data:`EXECUTORS`: ``"local"``, ``"slurm"`` or ``"submitit-local"`` (module docstring).
@@ -145,8 +191,9 @@ def run_sweep(
         line of its error.
 
     Raises:
-        ValueError: an unknown ``executor``, ``jobs < 1``, an invalid configuration in the study, two runs with the
-            same configuration, or a slurm executor without submitit installed.
+        ValueError: an unknown ``executor``, ``jobs < 1``, empty or invalid ``seeds``, ``seed`` in ``overrides``,
+            an invalid configuration in the study, two runs with the same configuration, or a slurm executor without
+            submitit installed.
         mgcnn.data.DatasetNotFoundError: a dataset of the runs is not found (and they do not download it).
     """
     if executor not in EXECUTORS:
@@ -156,6 +203,8 @@ def run_sweep(
     out = Path(out)
     runs = expand(study, seeds=seeds, overrides=overrides)
     _refuse_duplicates(runs)
+    if executor != "local":
+        _submitit()  # a sweep that cannot start writes nothing
     outcomes: dict[str, Outcome] = {}
     todo: list[tuple[RunSpec, bool]] = []
     for r in runs:
@@ -169,7 +218,7 @@ def run_sweep(
     if executor == "local":  # a cluster's runs train on its nodes, whose devices this machine cannot see
         _check_devices([r for r, _ in todo])
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "index.jsonl", _index_text(runs))
+    write_index(out, runs)
     elsewhere = sum(o.status == "running elsewhere" for o in outcomes.values())
     log(f"study {study.name}: {len(runs)} runs, {len(outcomes) - elsewhere} already finished, {elsewhere} running "
         f"elsewhere, {len(todo)} to run ({sum(res for _, res in todo)} to resume) with executor {executor}")
@@ -307,26 +356,61 @@ def _run_subprocesses(out: Path, todo, jobs: int, record, recheck, log) -> None:
                 env["CUDA_VISIBLE_DEVICES"] = str(slot % n_gpus)
             slot += 1
             log_path = out / "configs" / f"{r.run_id}.log"
-            with open(log_path, "w") as fh:
+            with open(log_path, "ab") as fh:  # the output of earlier segments stays: a separator starts this one
+                if fh.tell():
+                    fh.write(_segment_line(r, resume, _ends_with_newline(log_path)).encode())
+                    fh.flush()
+                start = fh.tell()
                 proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
                                         preexec_fn=_death_signal_setter())
-            active.append((proc, r, resume, log_path))
+            active.append((proc, r, resume, (log_path, start)))
             log(f"started {r.label} seed {r.config.seed} (pid {proc.pid})")
         time.sleep(0.2)
         still = []
-        for proc, r, resume, log_path in active:
+        for proc, r, resume, segment in active:
             if proc.poll() is None:
-                still.append((proc, r, resume, log_path))
+                still.append((proc, r, resume, segment))
             else:
-                record(r, resume, None if proc.returncode == 0 else log_path.read_text()[-4000:] or "failed")
+                record(r, resume, None if proc.returncode == 0 else _read_from(*segment)[-4000:] or "failed")
         active = still
 
 
-def _run_submitit(out: Path, todo, executor: str, slurm: dict[str, Any], record, log) -> None:
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
+def _segment_line(r: RunSpec, resume: bool, newline: bool) -> str:
+    """The line that separates a run's segments in its log: when, and where this one starts."""
+    try:
+        done = str(len(read_run_file(RunPaths(r.config.out).metrics)))
+    except (OSError, DamagedRunFile):
+        done = "?"
+    what = (f"resuming run {r.run_id} after epoch {done} of {r.config.epochs}" if resume else
+            f"starting run {r.run_id} again (the output above is of an earlier attempt)")
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    line = f"==== {stamp} mgcnn sweep: {what} ({r.label}, seed {r.config.seed}) ====\n"
+    return line if newline else "\n" + line
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """The output a trainer wrote to its log from ``offset`` on (this segment's)."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read().decode(errors="replace")
+
+
+def _submitit():
     try:
         import submitit
     except ImportError:
         raise ValueError("the slurm executors need submitit: pip install 'mgcnn[slurm]'") from None
+    return submitit
+
+
+def _run_submitit(out: Path, todo, executor: str, slurm: dict[str, Any], record, log) -> None:
+    submitit = _submitit()
     folder = out / "submitit"
     if executor == "slurm":
         ex = submitit.AutoExecutor(folder=folder)
