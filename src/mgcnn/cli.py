@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="loss, accuracy and lr curves of one or several runs as a PNG")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or metrics.jsonl files)")
-    p.add_argument("--out", default="curves.png", help="PNG to write (default: curves.png)")
+    p.add_argument("--out", default="curves.png", help="image to write; .png is appended unless its suffix names a "
+                                                       "format such as .pdf or .svg (default: curves.png)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("export", help="a run's weights as model.safetensors + config.json (no pickle to load)")
@@ -374,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run a study (paper table or your grid) over configurations and seeds")
     p.add_argument("study", nargs="?", help="built-in study name or YAML file")
     p.add_argument("--list", action="store_true", help="list the built-in studies")
-    p.add_argument("--seeds", type=int, help="number of seeds (0..N-1), overriding the study's")
+    p.add_argument("--seeds", type=int, help="number of seeds (0..N-1, N >= 1), replacing the study's seeds; a row "
+                                             "that sets its own seed keeps it")
     p.add_argument("--executor", default="local", choices=EXECUTORS)
     p.add_argument("--jobs", type=int, default=1, help="local: runs at a time (one GPU each when there are GPUs)")
     p.add_argument("--out", help="sweep directory (default sweeps/<study>)")
