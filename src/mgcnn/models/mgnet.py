@@ -32,6 +32,7 @@ from ..layers.common import (
     check_group_size,
     check_positive_int,
     check_widths,
+    scale_widths,
     get_act_layer,
     get_norm_layer,
 )
@@ -133,7 +134,7 @@ def resolve_widths(widths: Sequence[int] | None, levels: int | None, scale: floa
         if levels not in (3, 4):
             raise ValueError(f"levels={levels!r} is not supported without explicit widths; use 3 or 4")
         widths = WIDTHS_3 if levels == 3 else WIDTHS_4
-    return check_widths("widths", [int(w * scale) if scale != 1 else w for w in widths])
+    return check_widths("widths", scale_widths(widths, scale))
 
 
 @register_model("mgnet")
@@ -147,6 +148,7 @@ def mgnet(
     share: str = "AB",
     group_size: int | None = None,
     share_norm: bool = False,
+    channel_scale: float = 1.0,
     level1_transfer: bool = True,
     norm_layer: str | LayerFactory = "batchnorm",
     act_layer: str | LayerFactory = "relu",
@@ -164,8 +166,10 @@ def mgnet(
         share: ``"AB"`` (MgNet^{A,B}) or ``"A"`` (MgNet^{A}, a new B per step).
         group_size: None for fully coupled A, B; else the group size g_s of grouped A, B (Table VI).
         share_norm: one pair of BN layers per level shared by all steps (the Table VI budget).
+        channel_scale: multiplies all widths, rounded by :func:`mgcnn.layers.common.scale_widths` (the Poly-MgNet
+            paper compares MgNet at sqrt(2)-scalings: ``mgnet_ab_w22`` ... ``mgnet_ab_w180``).
     """
-    w = resolve_widths(widths, levels if widths is None else len(widths))
+    w = resolve_widths(widths, levels if widths is None else len(widths), scale=channel_scale)
     if share not in ("AB", "A"):
         raise ValueError(f"share={share!r} is not supported; use 'AB' (A and B shared per level) or 'A'")
     if smoothing_steps is None:

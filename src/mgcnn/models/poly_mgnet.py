@@ -116,7 +116,8 @@ def poly_mgnet(
     Args:
         degree: degree of each level's residual polynomial: 2, 4, 6 or 8.
         blocks: explicit block kinds per level (``"linear"``, ``"double"``, ``"quadratic"``) instead of ``degree``.
-        channel_scale: multiplies all widths (the paper's sqrt(2), sqrt(8) scalings); widths are truncated to int.
+        channel_scale: multiplies all widths (the paper's sqrt(2), sqrt(8), 1/sqrt(2), 1/sqrt(8) scalings), rounded by
+            :func:`mgcnn.layers.common.scale_widths` as the authors' scripts do ([90, 180, 360, 360] for sqrt(2)).
         residual: ``"regular"``, ``"bn_only"`` or ``"plain"`` (default per degree, see module docstring).
         placement: norm/act placement of linear and double blocks (default per degree); ``"outside-once"`` applies
             act(norm(.)) once after the level's last block, as the released q_4 file's ``outside`` type does.
