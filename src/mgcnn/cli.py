@@ -346,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("params", help="paper #weights vs ours for every paper-table row")
     p.add_argument("--check", action="store_true", help="exit non-zero on any mismatch that is not a known paper error")
-    p.add_argument("--table", default=None, help="only this table: II or 2, ..., '7' (Poly-MgNet), 'code' (He & Xu)")
+    p.add_argument("--table", default=None, help="only this table: MGiaD's I-IX (also 1-9, except 7), '7' (Poly-MgNet), 'code' "
+                        "(He & Xu's released MgNet)")
     p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("models", help="list registered models and presets")

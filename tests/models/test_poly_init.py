@@ -162,3 +162,26 @@ def test_init_roots_from_spectrum_rejects_other_models_and_strategies():
         init_roots_from_spectrum(mgcnn.create_model("mgnet", widths=(4, 8)))
     with pytest.raises(ValueError, match="strategy='best' is not supported"):
         init_roots_from_spectrum(mgcnn.create_model("poly_mgnet_q2", widths=(4, 8)), strategy="best")
+
+
+def test_uniform_init_draws_the_released_u_a_b_rule_within_its_range():
+    """The released code's "U,a,b" initialisation (issue: it was missing): v ~ U(a, b) in the Xavier rule's place."""
+    import mgcnn
+
+    from mgcnn.layers.polynomial import uniform_roots
+
+    gen = torch.Generator().manual_seed(0)
+    for kinds in (["linear", "linear"], ["double", "double"], ["double", "double", "quadratic"]):
+        for _ in range(20):
+            for kind, z in zip(kinds, uniform_roots(kinds, 1, 3, gen, complex_pairs=False)):  # one value per block
+                v = z.real if kind == "linear" else (z * z).real if kind == "double" else 1 / z.real
+                assert 1 <= v <= 3, (kinds, kind, z)
+    torch.manual_seed(0)
+    a = mgcnn.create_model("poly_mgnet_q6", init="uniform", init_range=(1, 3))
+    torch.manual_seed(0)
+    b = mgcnn.create_model("poly_mgnet_q6", init="uniform", init_range=(1, 3))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(ValueError, match="init_range"):
+        mgcnn.create_model("poly_mgnet_q2", init="uniform", init_range=(3, 1))
+    with pytest.raises(ValueError, match="init_range"):
+        mgcnn.create_model("poly_mgnet_q2", init="uniform", init_range="wide")

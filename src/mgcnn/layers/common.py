@@ -9,6 +9,8 @@ so :func:`mgcnn.layers.reference_mode` and :func:`mgcnn.layers.set_fast_paths` s
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 
 import torch
@@ -155,6 +157,38 @@ def check_non_negative_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name}={value!r} is invalid; it must be a non-negative integer (0, 1, 2, ...)")
     return value
+
+
+def scale_widths(widths: Sequence[int], scale: float) -> tuple[int, ...]:
+    """Level widths times a channel scale, rounded by one rule (docs/architectures.md 7g):
+
+    - the first width is scaled and rounded down; every other width keeps its ratio to the first where that ratio
+      is an integer (so each resolution transfer, a grouped conv with ``groups = c_prev``, stays valid), and is
+      scaled and rounded down where it is not;
+    - scales that are odd powers of sqrt(2) (the Poly-MgNet paper's sqrt(2), sqrt(8), 1/sqrt(2), 1/sqrt(8)) are
+      rounded as the authors' scripts do: ``c_1 sqrt(2)`` is rounded down once (64 -> 90) and the other odd powers
+      are that width times a power of two, rounded down (180, 45, 22).
+
+    ``[64, 128, 256, 256]`` gives ``[90, 180, 360, 360]`` (sqrt 2), ``[180, 360, 720, 720]`` (sqrt 8),
+    ``[45, 90, 180, 180]`` (1/sqrt 2) and ``[22, 44, 88, 88]`` (1/sqrt 8).
+    """
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"channel_scale={scale!r} is invalid; it must be a positive number (e.g. 2 ** 0.5)")
+    if scale == 1:
+        return tuple(widths)
+    half_steps = 2 * math.log2(scale)  # the scale as a power of sqrt(2)
+    n = round(half_steps)
+    if abs(half_steps - n) < 1e-9 and n % 2:
+        first = math.floor(math.floor(widths[0] * math.sqrt(2)) * 2.0 ** ((n - 1) // 2) + 1e-9)
+    else:
+        first = math.floor(widths[0] * scale + 1e-9)
+    if first < 1:
+        raise ValueError(f"channel_scale={scale!r} leaves the first level {widths[0]} * {scale:g} < 1 channel")
+    out = [first]
+    for w in widths[1:]:
+        ratio, rest = divmod(w, widths[0])
+        out.append(first * ratio if rest == 0 else math.floor(w * scale + 1e-9))
+    return tuple(out)
 
 
 def check_widths(name: str, widths: Sequence[int], *, doubling: bool = True) -> tuple[int, ...]:

@@ -295,6 +295,31 @@ def xavier_roots(
             if v != 0.0:
                 return v
 
+    return _released_roots(kinds, draw, complex_pairs)
+
+
+def uniform_roots(
+    kinds: list[str], low: float, high: float, generator: torch.Generator | None = None, *, complex_pairs: bool = True
+) -> list[complex]:
+    """Random initial roots following the released code's uniform rule (its ``"pol-init": "U,a,b"``): the values
+    ``v ~ U(low, high)`` take the place of the "Xavier" draws of :func:`xavier_roots`, with the same assignment to
+    blocks and the same coefficients ``1 / v``. (The released code reads a and b as integers and has no default;
+    its branch for the last smoothing step indexes past its one-element buffer, so only the first-step rule can be
+    read from it: we apply the first/last/middle assignment of the Xavier rule to both.)"""
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"init_range=({low!r}, {high!r}) is invalid; it must be two finite numbers low < high")
+
+    def draw() -> float:
+        while True:  # U(low, high); an exact 0 (coefficient 1/0) is redrawn
+            v = low + torch.rand((), generator=generator, device="cpu", dtype=torch.float64).item() * (high - low)
+            if v != 0.0:
+                return v
+
+    return _released_roots(kinds, draw, complex_pairs)
+
+
+def _released_roots(kinds: list[str], draw, complex_pairs: bool) -> list[complex]:
+    """The released code's assignment of random draws ``v`` to a level's blocks (see :func:`xavier_roots`)."""
     n = len(kinds)
     draws = [draw() for _ in range(n if "quadratic" in kinds else 1)]
     out: list[complex] = []

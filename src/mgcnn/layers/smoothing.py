@@ -43,6 +43,8 @@ from .conv import FastPath, Operator, operator
 from .transfer import full_transfer, resolution_transfer
 
 Transfer = Literal["depthwise", "full"]
+Coarse = Literal["fas", "plain"]
+COARSE_FORMS = ("fas", "plain")
 Share = Literal["AB", "A"]
 TRANSFERS: tuple[str, ...] = get_args(Transfer)
 
@@ -213,8 +215,11 @@ class ResolutionLevel(nn.Module, FastPath):
         act_layer: LayerFactory,
         transfer: Transfer = "depthwise",
         norm_layer: LayerFactory | None = None,
+        coarse: Coarse = "fas",
     ):
         super().__init__()
+        if coarse not in COARSE_FORMS:
+            raise ValueError(f"coarse={coarse!r} is not supported; use 'fas' (eqs. 6-7) or 'plain' (Algorithm 1)")
         if transfer_used and c_in is None:
             raise ValueError("a level whose transfer is used needs the input width c_in")
         if transfer not in TRANSFERS:
@@ -228,10 +233,13 @@ class ResolutionLevel(nn.Module, FastPath):
         else:
             self.Pi = full_transfer(c_in, channels, norm_layer, act_layer)
             self.R = full_transfer(c_in, channels, norm_layer, act_layer)
+        if coarse == "plain":  # no state is carried down, so there is no Pi
+            self.Pi = None
         self.smoother = smoother
         self.exit_act = make_act(act_layer) if transfer == "depthwise" else nn.Identity()
         self.transfer = transfer
         self.transfer_used = transfer_used
+        self.coarse = coarse
 
     @property
     def A(self) -> Operator:
@@ -269,7 +277,11 @@ class ResolutionLevel(nn.Module, FastPath):
             (``None`` if ``last``).
         """
         r0 = None  # the residual f_l - A_l u_l of the entry state, when the FAS restriction yields it
-        if self.transfer_used:
+        if self.transfer_used and self.coarse == "plain":
+            # Entry of Algorithm 1's plain form: u_l = 0, f_l = R r_{l-1}; the residual of u_l = 0 is f_l itself.
+            u, f_l = None, self.R(f)  # (N, c_l, H/2, W/2)
+            r0 = f_l
+        elif self.transfer_used:
             if u is None:
                 raise ValueError("a level with a resolution transfer needs the state u of the previous level")
             # Entry, Algorithm 3 lines 4-5: u_l = Pi u_{l-1}, f_l = R r_{l-1} + A_l u_l (here f is r_{l-1}).
@@ -282,9 +294,9 @@ class ResolutionLevel(nn.Module, FastPath):
         return u, r_l
 
     def unused_parameters(self) -> list[nn.Parameter]:
-        if self.transfer_used or self.Pi is None:
+        if self.transfer_used or self.R is None:
             return []
-        return [*self.Pi.parameters(), *self.R.parameters()]
+        return [p for t in (self.Pi, self.R) if t is not None for p in t.parameters()]
 
 
 def level_inputs(widths: Sequence[int]) -> list[int]:

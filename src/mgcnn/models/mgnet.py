@@ -32,6 +32,7 @@ from ..layers.common import (
     check_group_size,
     check_positive_int,
     check_widths,
+    scale_widths,
     get_act_layer,
     get_norm_layer,
 )
@@ -53,6 +54,8 @@ class MultigridNet(ImageClassifier):
             The papers' weight counts include it (18 c_1 weights); ``False`` drops it.
         transfer: ``"depthwise"`` (the MGiaD/Poly-MgNet variant) or ``"full"`` (He & Xu's original MgNet); see
             :class:`mgcnn.layers.ResolutionLevel`.
+        coarse: ``"fas"`` (the FAS entry of eqs. 6-7, what the papers train) or ``"plain"`` (Algorithm 1's plain
+            coarse-level form ``u_{l+1} = 0, f_{l+1} = R(f - A u)``: no state carried down, no Pi).
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class MultigridNet(ImageClassifier):
         act_layer: LayerFactory,
         level1_transfer: bool = True,
         transfer: Literal["depthwise", "full"] = "depthwise",
+        coarse: Literal["fas", "plain"] = "fas",
     ):
         super().__init__()
         check_positive_int("num_classes", num_classes)
@@ -79,7 +83,7 @@ class MultigridNet(ImageClassifier):
             if i == 0 and not level1_transfer:
                 c_in = None
             levels.append(ResolutionLevel(c_in, c, smoother, transfer_used=i > 0, act_layer=act_layer,
-                                          transfer=transfer, norm_layer=norm_layer))
+                                          transfer=transfer, norm_layer=norm_layer, coarse=coarse))
         self.levels = nn.ModuleList(levels)
         self.num_features = widths[-1]
         self.fc = nn.Linear(widths[-1], num_classes)
@@ -133,7 +137,7 @@ def resolve_widths(widths: Sequence[int] | None, levels: int | None, scale: floa
         if levels not in (3, 4):
             raise ValueError(f"levels={levels!r} is not supported without explicit widths; use 3 or 4")
         widths = WIDTHS_3 if levels == 3 else WIDTHS_4
-    return check_widths("widths", [int(w * scale) if scale != 1 else w for w in widths])
+    return check_widths("widths", scale_widths(widths, scale))
 
 
 @register_model("mgnet")
@@ -147,6 +151,8 @@ def mgnet(
     share: str = "AB",
     group_size: int | None = None,
     share_norm: bool = False,
+    channel_scale: float = 1.0,
+    coarse: str = "fas",
     level1_transfer: bool = True,
     norm_layer: str | LayerFactory = "batchnorm",
     act_layer: str | LayerFactory = "relu",
@@ -164,8 +170,12 @@ def mgnet(
         share: ``"AB"`` (MgNet^{A,B}) or ``"A"`` (MgNet^{A}, a new B per step).
         group_size: None for fully coupled A, B; else the group size g_s of grouped A, B (Table VI).
         share_norm: one pair of BN layers per level shared by all steps (the Table VI budget).
+        channel_scale: multiplies all widths, rounded by :func:`mgcnn.layers.common.scale_widths` (the Poly-MgNet
+            paper compares MgNet at sqrt(2)-scalings: ``mgnet_ab_w22`` ... ``mgnet_ab_w180``).
+        coarse: ``"fas"`` (eqs. 6-7, the default and the papers') or ``"plain"``: Algorithm 1's plain form
+            ``u_{l+1} = 0``, ``f_{l+1} = R(f - A u)`` (the coarse level starts from zero; no Pi is built).
     """
-    w = resolve_widths(widths, levels if widths is None else len(widths))
+    w = resolve_widths(widths, levels if widths is None else len(widths), scale=channel_scale)
     if share not in ("AB", "A"):
         raise ValueError(f"share={share!r} is not supported; use 'AB' (A and B shared per level) or 'A'")
     if smoothing_steps is None:
@@ -182,7 +192,7 @@ def mgnet(
         smoothers.append(MgSmoother(c, s, share=share, groups=groups, share_norm=share_norm, norm_layer=norm,
                                     act_layer=act))
     return MultigridNet(w, smoothers, num_classes=num_classes, in_channels=in_channels, norm_layer=norm,
-                        act_layer=act, level1_transfer=level1_transfer)
+                        act_layer=act, level1_transfer=level1_transfer, coarse=coarse)
 
 
 @register_model("mgnet")

@@ -13,7 +13,7 @@ superscript of Poly-MgNet^{q_d} is the degree d of the level's residual polynomi
 | 8      | double, double, double, quadratic  | as q_6                                               |
 
 Coefficient initialisation: ``init="xavier"`` (the released code's random coefficients, block by block:
-:func:`mgcnn.layers.polynomial.xavier_roots`), ``init="spectrum"`` (roots chosen from the LFA spectrum of each
+:func:`mgcnn.layers.polynomial.xavier_roots`), ``init="uniform"`` (its ``"U,a,b"`` rule), ``init="spectrum"`` (roots chosen from the LFA spectrum of each
 level's A by :func:`init_roots_from_spectrum`, with the strategies of :func:`mgcnn.lfa.select_roots`) or explicit
 ``roots``. The quadratic block's root z = a + ib has learnable a *and* b (``complex_root="learnable"``,
 our default; b then starts at a draw of the same law as a, since b = 0 is a stationary point); the released code
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from numbers import Integral
 
 from ..layers.common import LayerFactory, check_group_size, get_act_layer, get_norm_layer
-from ..layers.polynomial import BLOCK_DEGREE, BLOCK_KINDS, PolySmoother, check_root, xavier_roots
+from ..layers.polynomial import BLOCK_DEGREE, BLOCK_KINDS, PolySmoother, check_root, uniform_roots, xavier_roots
 from ..lfa import STRATEGIES, operator_eigenvalues, select_roots, smoothing_factor
 from ._registry import Preset, register_model, register_presets
 from .mgnet import MultigridNet, resolve_widths
@@ -38,7 +38,15 @@ DEGREE_BLOCKS = {
     6: ("double", "double", "quadratic"),
     8: ("double", "double", "double", "quadratic"),
 }
-INITS = ("xavier", "roots", "spectrum")
+INITS = ("xavier", "uniform", "roots", "spectrum")
+
+
+def _init_range(init_range) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in init_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"init_range={init_range!r} is invalid; pass two numbers (a, b) with a < b") from None
+    return low, high
 
 
 def _roots_per_level(roots, kinds: list[str], n_levels: int, complex_root: str) -> list[list[complex]]:
@@ -114,6 +122,7 @@ def poly_mgnet(
     roots: Sequence | None = None,
     spectrum_strategy: str = "paper",
     spectrum_grid: int = 16,
+    init_range: Sequence[float] = (1.0, 2.0),
     group_size: int | None = None,
     level1_transfer: bool = True,
     norm_layer: str | LayerFactory = "batchnorm",
@@ -124,17 +133,22 @@ def poly_mgnet(
     Args:
         degree: degree of each level's residual polynomial: 2, 4, 6 or 8.
         blocks: explicit block kinds per level (``"linear"``, ``"double"``, ``"quadratic"``) instead of ``degree``.
-        channel_scale: multiplies all widths (the paper's sqrt(2), sqrt(8) scalings); widths are truncated to int.
+        channel_scale: multiplies all widths (the paper's sqrt(2), sqrt(8), 1/sqrt(2), 1/sqrt(8) scalings), rounded by
+            :func:`mgcnn.layers.common.scale_widths` as the authors' scripts do ([90, 180, 360, 360] for sqrt(2)).
         residual: ``"regular"``, ``"bn_only"`` or ``"plain"`` (default per degree, see module docstring).
         placement: norm/act placement of linear and double blocks (default per degree); ``"outside-once"`` applies
             act(norm(.)) once after the level's last block, as the released q_4 file's ``outside`` type does.
         quad_placement: placement of the complex quadratic block.
         complex_root: ``"learnable"`` (a and b trained) or ``"real"`` (b fixed at 0, as in the released code).
-        init: ``"xavier"`` random roots, ``"roots"`` with ``roots`` given, or ``"spectrum"``: roots chosen from the
+        init: ``"xavier"`` random roots, ``"uniform"`` random roots of the released ``"U,a,b"`` rule
+            (:func:`mgcnn.layers.polynomial.uniform_roots`, ``v ~ U(init_range)``), ``"roots"`` with ``roots``
+            given, or ``"spectrum"``: roots chosen from the
             LFA spectrum of each level's own A at initialisation (:func:`init_roots_from_spectrum`; nothing is
             computed on the meta device, where the weights have no values).
         spectrum_strategy, spectrum_grid: the root strategy (one of :data:`mgcnn.lfa.STRATEGIES`) and periodic grid
             of ``init="spectrum"``.
+        init_range: ``(a, b)`` of ``init="uniform"`` (the released code reads them from its config; no default
+            there, ours is (1, 2)).
         roots: one root per block (for every level, or one list per level): real z for a linear block (alpha = 1/z),
             rho for a double block (roots +-rho), complex z for a quadratic block (roots z, conj z).
         group_size: optional group size of A.
@@ -165,6 +179,9 @@ def poly_mgnet(
         if roots is None:
             raise ValueError("init='roots' needs roots=[...] (one root per block)")
         level_roots = _roots_per_level(roots, kinds, len(w), complex_root)
+    elif init == "uniform":
+        low, high = _init_range(init_range)
+        level_roots = [uniform_roots(kinds, low, high, complex_pairs=complex_root == "learnable") for _ in w]
     else:  # xavier; also the placeholder that init="spectrum" overwrites below
         level_roots = [xavier_roots(kinds, c, complex_pairs=complex_root == "learnable") for c in w]
     norm, act = get_norm_layer(norm_layer), get_act_layer(act_layer)

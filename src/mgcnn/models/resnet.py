@@ -22,6 +22,7 @@ from ..layers.common import (
     check_positive_int,
     get_act_layer,
     get_norm_layer,
+    scale_widths,
     subsample_pad,
 )
 from ..layers.conv import FastPath, conv1x1, conv3x3
@@ -130,23 +131,32 @@ def resnet18(
     widths: Sequence[int] = (64, 128, 256, 512),
     blocks: Sequence[int] = (2, 2, 2, 2),
     stem: str = "cifar",
+    channel_scale: float = 1.0,
     norm_layer: str | LayerFactory = "batchnorm",
     act_layer: str | LayerFactory = "relu",
 ) -> CifarResNet:
     """ResNet18, CIFAR variant (3x3 stem, 1x1 projection shortcuts).
 
     Args:
+        channel_scale: multiplies all widths, rounded by :func:`mgcnn.layers.common.scale_widths` (the
+            Poly-MgNet paper's ResNet18 at its sqrt(2)-scalings: presets ``resnet18_w22`` ... ``resnet18_w180``).
         stem: ``"cifar"`` (3x3 stride-1 conv, no pooling; the MGiaD paper's ResNet18), ``"cifar_pool"`` (the same
             conv followed by torchvision's 3x3 stride-2 max-pool: the ResNet18 the Poly-MgNet code trains, preset
             ``resnet18_pool``) or ``"imagenet"`` (torchvision's 7x7 stride-2 conv and max-pool).
     """
-    return CifarResNet(widths, blocks, shortcut="B", num_classes=num_classes, in_channels=in_channels,
-                       norm_layer=get_norm_layer(norm_layer), act_layer=get_act_layer(act_layer), stem=stem)
+    return CifarResNet(scale_widths(widths, channel_scale), blocks, shortcut="B", num_classes=num_classes,
+                       in_channels=in_channels, norm_layer=get_norm_layer(norm_layer),
+                       act_layer=get_act_layer(act_layer), stem=stem)
 
 
 PRESETS = (
     Preset("resnet18_pool", "resnet18", "ResNet18 as the Poly-MgNet code trains it: 3x3 stride-1 stem, max-pool kept",
            {"stem": "cifar_pool"}),
+    # The Poly-MgNet paper's channel scalings, beside its Poly-MgNet and MgNet rows at the same scalings
+    Preset("resnet18_w22", "resnet18", "ResNet18 at 1/sqrt(8) width: [22, 44, 88, 176]", {"channel_scale": 2 ** -1.5}),
+    Preset("resnet18_w45", "resnet18", "ResNet18 at 1/sqrt(2) width: [45, 90, 180, 360]", {"channel_scale": 2 ** -0.5}),
+    Preset("resnet18_w90", "resnet18", "ResNet18 at sqrt(2) width: [90, 180, 360, 720]", {"channel_scale": 2 ** 0.5}),
+    Preset("resnet18_w180", "resnet18", "ResNet18 at sqrt(8) width: [180, 360, 720, 1440]", {"channel_scale": 2 ** 1.5}),
 )
 register_presets(PRESETS)
 

@@ -64,14 +64,19 @@ _ROMAN = {str(i): r for i, r in enumerate(("I", "II", "III", "IV", "V", "VI", "V
 
 
 def table_name(name: str) -> str:
-    """A table as the rows name it: ``4`` or ``iv`` -> ``IV``; an unknown table is an error listing them all."""
+    """A table as the rows name it: ``4`` or ``iv`` -> ``IV``; an unknown table is an error listing them all.
+
+    A name that is a table's own name wins over the numeral reading: ``7`` is the Poly-MgNet table (its rows are
+    named so), MGiaD's Table VII is ``VII`` or ``vii``.
+    """
     names = list(dict.fromkeys(r.table for r in tables.ALL_ROWS))
-    key = _ROMAN.get(name.strip(), name.strip())
-    for t in names:
-        if t.lower() == key.lower():
-            return t
+    for key in (name.strip(), _ROMAN.get(name.strip(), name.strip())):
+        for t in names:
+            if t.lower() == key.lower():
+                return t
     raise ValueError(f"--table {name!r} does not exist; tables: {', '.join(names)} "
-                     f"(MGiaD Tables I-IX, '7' = Poly-MgNet code counts, 'code' = He & Xu's released MgNet)")
+                     f"(MGiaD Tables I-IX as I..IX or 1..9 except 7, '7' = the Poly-MgNet counts, 'code' = He & Xu's "
+                     "released MgNet)")
 
 
 def _fmt_k(n: int) -> str:

@@ -64,6 +64,9 @@ def _m(table, label, model, dataset, k, test=None, std=None, train=None, **kw) -
 
 _C10, _C100, _FM = "cifar10", "cifar100", "fashion-mnist"
 _TYPO_VII = "Table VII prints 533k and the accuracies of the g_s=4, lambda=2 row (95.02/96.32): a copy error"
+_MGNET_L3_TWICE = ("Tables I and II report the same 3-level MgNet^{A,B} (101k weights, CIFAR-10) with different "
+                   "accuracies: 90.58 +- 0.30 (train 88.92) in Table I, 91.26 +- 0.09 (train 90.88) in Table II; "
+                   "the paper does not say why (separate runs?). Reports compare against each table's own value")
 _ROW_586 = ("70 weights past the rounding edge; no monotone-in-g_s architecture fits both this row and the "
             "g_s=8 row (docs/weight-counts.md): a reporting inconsistency")
 
@@ -71,13 +74,13 @@ MGIAD_ROWS: list[PaperRow] = [
     # Table I: baselines on CIFAR-10
     _m("I", "ResNet20", "resnet20", _C10, 270, 92.44, 0.16, 93.54),
     _m("I", "MgNet^A (3 levels)", "mgnet_a_l3", _C10, 198, 91.47, 0.28, 91.41),
-    _m("I", "MgNet^{A,B} (3 levels)", "mgnet_ab_l3", _C10, 101, 90.58, 0.30, 88.92),
+    _m("I", "MgNet^{A,B} (3 levels)", "mgnet_ab_l3", _C10, 101, 90.58, 0.30, 88.92, note=_MGNET_L3_TWICE),
     _m("I", "ResNet18", "resnet18", _C10, 11174, 95.58, 1.56, 97.71),
     _m("I", "MgNet^A (4 levels)", "mgnet_a", _C10, 4115, 95.38, 0.03, 97.48),
     _m("I", "MgNet^{A,B} (4 levels)", "mgnet_ab", _C10, 2751, 95.28, 0.04, 97.26),
     # Table II: c_K and g_s on CIFAR-10
     _m("II", "ResNet20", "resnet20", _C10, 270, 92.44, 0.16, 93.54),
-    _m("II", "MgNet^{A,B} (3 levels)", "mgnet_ab_l3", _C10, 101, 91.26, 0.09, 90.88),
+    _m("II", "MgNet^{A,B} (3 levels)", "mgnet_ab_l3", _C10, 101, 91.26, 0.09, 90.88, note=_MGNET_L3_TWICE),
     _m("II", "ResNet18", "resnet18", _C10, 11174, 95.58, 1.56, 97.71),
     _m("II", "MgNet^{A,B} (4 levels)", "mgnet_ab", _C10, 2751, 95.28, 0.04, 97.26),
     _m("II", "c_K=4 g_s=4 lambda=1", "mgiad_c4_g4", _C10, 138, 90.63, 0.16, 88.72),

@@ -298,7 +298,8 @@ def load_yaml(path: str | Path) -> TrainConfig:
 # every optimisation field it relies on, so that changing the defaults (the speedrun recipe) never changes another.
 _PLAIN = {k: v for k, v in ADDED_FIELDS.items() if k != "val_fraction"}  # no speedrun ingredients
 RECIPES: dict[str, dict[str, Any]] = {
-    # MGiaD paper Sec. IV-A: SGD, momentum 0.9, wd 1e-4, lr 0.05, cosine annealing, batch 128, 400 epochs.
+    # MGiaD paper Sec. IV-A: SGD, momentum 0.9, wd 1e-4, lr 0.05, cosine annealing, batch 128, 400 epochs. The paper
+    # states no augmentation: crops padded by 4 and flips are our choice (docs/architectures.md 11).
     "mgiad": dict(epochs=400, batch_size=128, lr=0.05, momentum=0.9, nesterov=False, weight_decay=1e-4,
                   schedule="cosine", warmup_epochs=0.0, label_smoothing=0.0, crop_padding=4, **_PLAIN),
     # MGiaD paper Sec. IV-D: FashionMNIST lr 0.05, x0.1 every 25 epochs. The epoch count is not stated; 400 is the
@@ -306,7 +307,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mgiad-fmnist": dict(epochs=400, batch_size=128, lr=0.05, momentum=0.9, nesterov=False, weight_decay=1e-4,
                          schedule="step", step_size=25, gamma=0.1, warmup_epochs=0.0, label_smoothing=0.0,
                          crop_padding=4, **_PLAIN),
-    # Poly-MgNet reference code: SGD lr 0.1 (hard-coded), momentum 0.9, wd 1e-4, cosine, 400 epochs, batch 128.
+    # Poly-MgNet reference code: SGD lr 0.1 (hard-coded), momentum 0.9, wd 1e-4, cosine, 400 epochs, batch 128. Its
+    # CIFAR-10 augmentation adds AutoAugment's CIFAR-10 policy after crop + flip; this recipe leaves it out (and
+    # pads crops with zeros, not the code's gray 128): docs/architectures.md 11.
     "poly-mgnet": dict(epochs=400, batch_size=128, lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4,
                        schedule="cosine", warmup_epochs=0.0, label_smoothing=0.0, crop_padding=4, **_PLAIN),
     # The earlier CPU default: one-cycle lr (1 warm-up epoch, linear decay), Nesterov momentum, label smoothing 0.1,
