@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,12 +204,14 @@ def _load_exported(folder: Path, device) -> nn.Module:
                          cfg=meta["pretrained_cfg"], device=device)
 
 
-def create_model(name: str, *, pretrained: str | Path | None = None, **kwargs: Any) -> nn.Module:
+def create_model(name: str, *, pretrained: str | Path | None = None, features_only: bool = False,
+                 out_indices: int | Sequence[int] | None = None, **kwargs: Any) -> nn.Module:
     """Build a registered model (:func:`mgcnn.models.create_model`), or with ``pretrained=PATH`` (a run directory,
     a checkpoint or an exported folder) that trained ``name`` model, in eval mode with its preprocessing config
-    (:func:`load_model`); the stored configuration is used, so no other keyword may be given."""
+    (:func:`load_model`); the stored configuration is used, so no other keyword may be given.
+    ``features_only=True`` (with ``out_indices``) returns the per-level feature extractor of either."""
     if pretrained is None:
-        return models.create_model(name, **kwargs)
+        return models.create_model(name, features_only=features_only, out_indices=out_indices, **kwargs)
     models.model_info(name)  # an unknown name fails first, with close matches
     overrides = {k: v for k, v in kwargs.items() if v is not None}
     if overrides:
@@ -217,4 +219,8 @@ def create_model(name: str, *, pretrained: str | Path | None = None, **kwargs: A
     model = load_model(pretrained)
     if model.model_name != name:
         raise ValueError(f"{pretrained} holds a {model.model_name!r} model, not {name!r}")
+    if features_only:
+        cfg = model.pretrained_cfg
+        model = models.as_features(model, out_indices).eval()
+        model.pretrained_cfg = cfg  # transforms_for still works on the extractor
     return model
