@@ -68,3 +68,18 @@ def test_bench_options_are_checked_with_one_line(capsys):
         assert cli.main(["bench", "--models", "resnet20", "--no-isolate", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and what in err[0] and "Traceback" not in err[0], err
+
+
+def test_bench_writes_its_table_as_csv_with_the_machine(tmp_path, capsys):
+    import csv
+
+    import torch
+
+    out = tmp_path / "bench.csv"
+    assert cli.main(["bench", "--models", "resnet20", "mgiad_l3_c16_g8", "--no-isolate", "--steps", "1",
+                     "--warmup", "1", "--batch-size", "4", "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["model"] for r in rows] == ["resnet20", "mgiad_l3_c16_g8"]
+    assert all(r["torch"] == torch.__version__ and r["device"] == "cpu" and float(r["train_img_s"]) > 0
+               and r["platform"] and r["batch_size"] == "4" for r in rows)
+    assert f"wrote {out}" in capsys.readouterr().err

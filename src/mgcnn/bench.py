@@ -26,6 +26,7 @@ import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -293,6 +294,32 @@ def format_table(report: dict[str, Any]) -> str:
                  f"{sum(r.get('plans_triton', 0) for r in report['rows'])} conv shapes)")
     lines += _flops_criterion(report["rows"])
     return "\n".join(lines)
+
+
+CSV_COLUMNS = ("model", "params", "fwd_flops_per_img", "train_img_s", "infer_img_s", "train_gflops",
+               "train_efficiency", "train_speed_vs_resnet20", "train_speed_vs_mgnet_ab", "train_gflops_vs_resnet18",
+               "peak_mem_mb", "batch_size", "image_size", "in_channels", "amp", "channels_last", "fast_paths",
+               "autotune", "device", "device_name", "threads", "torch", "mgcnn", "ceiling_gflops", "platform")
+
+
+def write_csv(report: dict[str, Any], path: str | Path) -> Path:
+    """The report as a table of data (timm's ``results/*.csv`` are the pattern): one row per model with the machine,
+    torch version and settings it was measured with, written atomically."""
+    import csv
+    import io
+    import platform
+
+    from ._version import __version__
+    from .fileio import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    shared = {"device_name": report.get("device_name"), "threads": report.get("threads"), "torch": report.get("torch"),
+              "mgcnn": __version__, "ceiling_gflops": report.get("ceiling_gflops"), "platform": platform.platform()}
+    for row in report["rows"]:
+        writer.writerow({**{k: row.get(k) for k in CSV_COLUMNS}, **shared})
+    return atomic_write_text(path, buf.getvalue())
 
 
 def _flops_criterion(rows: list[dict[str, Any]], ref: str = "mgnet_ab", fraction: float = 0.6) -> list[str]:

@@ -33,7 +33,7 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -427,16 +427,18 @@ def _load_exported(config: Path, weights: Path, device) -> nn.Module:
                          device=device, config_where=config)
 
 
-def create_model(name: str, *, pretrained: str | Path | bool | None = None, **kwargs: Any) -> nn.Module:
+def create_model(name: str, *, pretrained: str | Path | bool | None = None, features_only: bool = False,
+                 out_indices: int | Sequence[int] | None = None, **kwargs: Any) -> nn.Module:
     """Build a registered model (:func:`mgcnn.models.create_model`), or with ``pretrained=PATH`` (a run directory,
     a checkpoint or an exported folder) that trained ``name`` model, in eval mode with its preprocessing config
     (:func:`load_model`); the stored configuration is used, so no other keyword may be given.
+    ``features_only=True`` (with ``out_indices``) returns the per-level feature extractor of either.
 
     ``pretrained=False`` (or None) builds the architecture alone, as in timm; ``pretrained=True`` is refused: mgcnn
     ships no trained weights, so there is nothing to download.
     """
     if pretrained is None or pretrained is False:
-        return models.create_model(name, **kwargs)
+        return models.create_model(name, features_only=features_only, out_indices=out_indices, **kwargs)
     models.model_info(name)  # an unknown name fails first, with close matches
     if pretrained is True:
         raise ValueError(f"no pretrained weights are shipped for {name!r} (mgcnn ships none); pretrained= takes a run "
@@ -449,4 +451,8 @@ def create_model(name: str, *, pretrained: str | Path | bool | None = None, **kw
     model = load_model(pretrained)
     if model.model_name != name:
         raise ValueError(f"{pretrained} holds a {model.model_name!r} model, not {name!r}")
+    if features_only:
+        cfg = model.pretrained_cfg
+        model = models.as_features(model, out_indices).eval()
+        model.pretrained_cfg = cfg  # transforms_for still works on the extractor
     return model

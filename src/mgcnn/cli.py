@@ -213,7 +213,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Training/inference throughput, FLOPs and efficiency vs the dense GEMM ceiling, ratios vs ResNet20/18."""
     import json
 
-    from .bench import DEFAULT_MODELS, expand_models, format_table, run_bench
+    from .bench import DEFAULT_MODELS, expand_models, format_table, run_bench, write_csv
 
     models = expand_models(args.models or DEFAULT_MODELS)
     report = run_bench(models, isolate=not args.no_isolate, device=args.device, batch_size=args.batch_size,
@@ -221,6 +221,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        channels_last=args.channels_last, amp=args.amp, tuned_malloc=not args.default_malloc,
                        fast_paths=not args.reference, autotune=args.autotune, tf32=args.tf32, triton=args.triton)
     print(json.dumps(report) if args.json else format_table(report))
+    if args.csv:
+        print(f"wrote {write_csv(report, args.csv)}", file=sys.stderr)
     return 0
 
 
@@ -405,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--amp", choices=AMP_MODES, default="off")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", metavar="FILE", help="also write the table as CSV (one row per model, with the machine)")
     p.add_argument("--no-isolate", action="store_true", help="measure in this process (peak memory is shared)")
     p.add_argument("--autotune", action=argparse.BooleanOptionalAction, default=True,
                    help="time grouped-conv formulations per shape during warm-up (mgcnn.layers.ConvPlanner)")

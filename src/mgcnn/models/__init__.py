@@ -4,7 +4,16 @@ Pure architecture: the papers' tables, their weight-count check and the built-in
 """
 
 from . import mgiad, mgic, mgnet, poly_mgnet, resnet  # noqa: F401  (registration side effects)
-from ._registry import ModelInfo, UnknownModelError, create_model, list_models, model_info, register_model
+from ._base import FeatureExtractor, ImageClassifier
+from ._registry import (
+    ModelInfo,
+    UnknownModelError,
+    as_features,
+    create_model,
+    list_models,
+    model_info,
+    register_model,
+)
 from .counting import ModelRow, count_parameters, model_table, round_thousands
 from .mgic import MGIC
 from .mgnet import MultigridNet
@@ -13,10 +22,13 @@ from .resnet import CifarResNet
 __all__ = [
     "MGIC",
     "CifarResNet",
+    "FeatureExtractor",
+    "ImageClassifier",
     "ModelInfo",
     "ModelRow",
     "MultigridNet",
     "UnknownModelError",
+    "as_features",
     "count_parameters",
     "create_model",
     "list_models",

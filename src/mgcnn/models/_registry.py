@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from torch import nn
+
+from ._base import FeatureExtractor
 
 Builder = Callable[..., nn.Module]
 
@@ -85,18 +87,29 @@ def model_info(name: str) -> ModelInfo:
         ) from None
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(name: str, *, features_only: bool = False, out_indices: int | Sequence[int] | None = None,
+                 **kwargs: Any) -> nn.Module:
     """Build a registered model. Keyword arguments override the preset's; ``None`` values are ignored.
 
     Every model takes keyword-only ``num_classes`` and ``in_channels``. This is the architecture alone, with fresh
     weights; trained weights load through ``mgcnn.create_model(name, pretrained=PATH)`` or ``mgcnn.load_model``.
+    ``features_only=True`` returns a :class:`mgcnn.models.FeatureExtractor` giving one feature map per level
+    (``out_indices``: which levels, as in ``forward_intermediates``).
     """
     info = model_info(name)
     if "pretrained" in kwargs:
         raise ValueError("mgcnn.models.create_model builds architectures only; load trained weights with "
                          "mgcnn.create_model(name, pretrained=PATH) or mgcnn.load_model(PATH)")
     overrides = {k: v for k, v in kwargs.items() if v is not None}
-    return info.builder(**{**info.kwargs, **overrides})
+    model = info.builder(**{**info.kwargs, **overrides})
+    return as_features(model, out_indices) if features_only else model
+
+
+def as_features(model: nn.Module, out_indices: int | Sequence[int] | None = None) -> nn.Module:
+    """``model`` as a :class:`~mgcnn.models._base.FeatureExtractor` (one feature map per level)."""
+    if not hasattr(model, "forward_intermediates"):
+        raise ValueError(f"{type(model).__name__} has no per-level features (forward_intermediates)")
+    return FeatureExtractor(model, out_indices)
 
 
 def list_models(pattern: str = "*", family: str | None = None) -> list[str]:

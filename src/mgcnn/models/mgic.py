@@ -35,7 +35,7 @@ from ..layers.common import (
     make_act,
 )
 from ..layers.conv import conv1x1, conv3x3
-from ._base import ImageClassifier, stage_stack
+from ._base import StagedClassifier, stage_feature_info, stage_stack, stem_reduction
 from ._registry import Preset, register_model, register_presets
 from .resnet import BasicBlock
 
@@ -121,7 +121,7 @@ class MGICBlock(nn.Module):
         return self.cycle(x)
 
 
-class MGIC(ImageClassifier):
+class MGIC(StagedClassifier):
     """MGIC network (Eliasof et al. 2020): a stem, stages of :class:`MGICBlock`, and a GAP + linear head.
 
     ``widths[i]`` and ``blocks[i]`` give each stage's width and number of blocks; the first block of every stage
@@ -142,6 +142,7 @@ class MGIC(ImageClassifier):
             ci, co, stride, group_size, coarse_channels, norm_layer, act_layer))
         self.num_features = c_in
         self.fc = nn.Linear(c_in, num_classes)
+        self.feature_info = stage_feature_info(widths, stem_reduction(self.stem))
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))

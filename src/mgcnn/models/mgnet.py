@@ -21,7 +21,7 @@ Layout of the variant used (and counted) by the MGiaD and Poly-MgNet papers: van
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal, NamedTuple
 
 from torch import Tensor, nn
@@ -37,7 +37,7 @@ from ..layers.common import (
     get_norm_layer,
 )
 from ..layers.smoothing import MgSmoother, ResolutionLevel, Smoother, level_inputs
-from ._base import ImageClassifier
+from ._base import ImageClassifier, stage_feature_info
 from ._registry import Preset, register_model, register_presets
 
 WIDTHS_4 = (64, 128, 256, 256)  # ResNet18 analogue, last width cut from 512 to 256 as in He & Xu
@@ -87,6 +87,7 @@ class MultigridNet(ImageClassifier):
         self.levels = nn.ModuleList(levels)
         self.num_features = widths[-1]
         self.fc = nn.Linear(widths[-1], num_classes)
+        self.feature_info = stage_feature_info(widths, 1, prefix="levels")
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The features u_L of the last level: MGiaD paper Algorithm 3 (Algorithm 1 with eqs. 6-7 for MgNet).
@@ -102,6 +103,15 @@ class MultigridNet(ImageClassifier):
         for i, level in enumerate(self.levels):  # line 2; every level is smoothed (docs/architectures.md 9)
             u, r = level(u, r, last=i == last)  # u_l, r_l (r_L is None: nothing follows the last level)
         return u  # (N, c_L, H / 2^(L-1), W / 2^(L-1))
+
+    def stage_outputs(self, x: Tensor, stop: int | None = None) -> Iterator[Tensor]:
+        """The state u_l after each resolution level's smoothing (the features of :meth:`forward_intermediates`):
+        the solution the level hands on, at the level's resolution; the exit residual r_l is internal data."""
+        u, r = None, self.stem(x)
+        last = len(self.levels) - 1 if stop is None else min(stop, len(self.levels) - 1)
+        for i, level in enumerate(self.levels[: last + 1]):
+            u, r = level(u, r, last=i == last)  # u_l: (N, c_l, H / 2^(l-1), W / 2^(l-1))
+            yield u
 
     def unused_parameters(self) -> list[nn.Parameter]:
         """Parameters that forward never touches (the level-1 Pi/R kept for paper-faithful counts)."""

@@ -26,7 +26,7 @@ from ..layers.common import (
     subsample_pad,
 )
 from ..layers.conv import FastPath, conv1x1, conv3x3
-from ._base import ImageClassifier, stage_stack
+from ._base import StagedClassifier, stage_feature_info, stage_stack, stem_reduction
 from ._registry import Preset, register_model, register_presets
 
 
@@ -68,7 +68,7 @@ class BasicBlock(nn.Module, FastPath):
 
 
 
-class CifarResNet(ImageClassifier):
+class CifarResNet(StagedClassifier):
     """ResNet (He, Zhang, Ren, Sun, CVPR 2016): a stem, stages of :class:`BasicBlock`, and a GAP + linear head.
 
     Every block is the residual unit ``y = act(F(x) + shortcut(x))`` with ``F = conv3x3-norm-act-conv3x3-norm``:
@@ -117,6 +117,7 @@ class CifarResNet(ImageClassifier):
             widths, blocks, lambda ci, co, stride: BasicBlock(ci, co, stride, shortcut, norm_layer, act_layer))
         self.num_features = c_in
         self.fc = nn.Linear(c_in, num_classes)
+        self.feature_info = stage_feature_info(widths, stem_reduction(self.stem))
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))  # (N, c_last, H / 2^(S-1), W / 2^(S-1))
