@@ -170,3 +170,25 @@ def test_damaged_run_files_are_reported_by_name_and_the_other_runs_reported(data
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 8 and err[-1].startswith("mgcnn report: error: no run could be reported"), err
     assert not (tmp_path / "rep2").exists()
+
+
+def test_a_study_with_series_is_plotted_one_line_per_series(data_root, tmp_path, capsys):
+    """Figure 7 in one command: rows naming a series are drawn as one line per series, ours and the paper's."""
+    from mgcnn.analysis.plots import new_figure
+    from mgcnn.sweep import aggregate, collect, load_study
+    from mgcnn.sweep.report import _plot_series
+
+    rows = [{"label": "c4", "series": "g4", "model": "mgiad_c4_g4", "paper": {"weights_k": 138, "test_acc": 90.6}},
+            {"label": "c8", "series": "g4", "model": "mgiad_c8_g4", "paper": {"weights_k": 139, "test_acc": 90.8}},
+            {"label": "c8g8", "series": "g8", "model": "mgiad_c8_g8"}]
+    study = {"name": "fig", "seeds": 1, "rows": rows}
+    _swept(study, tmp_path / "sw", data_root, accs=[80.0, 81.0, 82.0])
+    report = aggregate(collect(tmp_path / "sw"), load_study({**study, "base": {"dataset": "cifar10", "epochs": 1}}))
+    assert sorted((r["label"], r["series"]) for r in report) == [("c4", "g4"), ("c8", "g4"), ("c8g8", "g8")]
+    ax = new_figure().subplots()
+    _plot_series(ax, report)
+    labels = ax.get_legend_handles_labels()[1]
+    assert sorted(labels) == ["g4 (ours)", "g4 (paper)", "g8 (ours)", "g8 (paper)"]  # g8's from the registry
+    assert len(ax.lines) >= 4  # two lines per series, not one marker per row
+    assert cli.main(["report", str(tmp_path / "sw")]) == 0  # the index carries the series: the plot has its lines
+    assert "optimizer" in (tmp_path / "sw" / "report.md").read_text()  # the budget names the optimiser

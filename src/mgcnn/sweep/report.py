@@ -131,10 +131,12 @@ def aggregate(runs: list[dict[str, Any]], study: Study | None = None) -> list[di
     name and the paper registry; paper numbers are shown only beside the model they were measured on (no model
     keyword changes it). Two configurations that would share a label get their config ids appended.
     """
-    study_paper = {}
+    study_paper, study_series = {}, {}
     if study is not None:
         for spec in expand(study):
-            study_paper[_group_id(spec.config.to_dict())] = (spec.report_label, spec.report_paper)
+            gid = _group_id(spec.config.to_dict())
+            study_paper[gid] = (spec.report_label, spec.report_paper)
+            study_series[gid] = spec.row.get("series")
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         groups.setdefault(_group_id(run["config"]), []).append(run)
@@ -161,8 +163,12 @@ def aggregate(runs: list[dict[str, Any]], study: Study | None = None) -> list[di
             "train_acc_mean": statistics.fmean(m["result"]["train_acc"] for m in members),
             "paper_train_acc": (paper or {}).get("train_acc"),
             "family": _family(cfg["model"]),
+            "series": study_series.get(gid) or ((first["index"] or {}).get("row") or {}).get("series"),
             "model_changes": changes,
-            "budget": {k: cfg.get(k) for k in ("epochs", "train_subset", "batch_size", "lr", "schedule")},
+            # the optimiser is part of the budget: runs recorded before the field trained with SGD
+            "budget": {**{k: cfg.get(k) for k in ("epochs", "train_subset", "batch_size", "lr", "schedule")},
+                       "optimizer": cfg.get("optimizer", "sgd"),
+                       **({"muon_lr": cfg.get("muon_lr")} if cfg.get("optimizer") == "muon" else {})},
         })
     labels = [r["label"] for r in rows]
     for r in rows:
@@ -239,9 +245,42 @@ def write_report(rows: list[dict[str, Any]], out: str | Path, *, title: str = "S
 def plot_accuracy_vs_weights(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
     from ..analysis.plots import new_figure, save_figure
 
-    styles = family_styles([r["family"] for r in rows])
     fig = new_figure(figsize=(6.5, 4.5))
     ax = fig.subplots()
+    if any(r.get("series") for r in rows):
+        _plot_series(ax, rows)
+    else:
+        _plot_families(ax, rows)
+    ax.set_xscale("log")
+    ax.set_xlabel("#weights (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=130)
+
+
+def _plot_series(ax, rows: list[dict[str, Any]]) -> None:
+    """One line per series (rows by #weights; e.g. MGiaD per g_s over c_K, as the paper's Figure 7), ours solid with
+    error bars, the paper's points of the same series dashed with open markers."""
+    names = list(dict.fromkeys(r.get("series") or r["family"] for r in rows))
+    markers = "o^sDvP*Xhd<>"
+    for i, name in enumerate(names):
+        members = sorted((r for r in rows if (r.get("series") or r["family"]) == name), key=lambda r: r["params"])
+        color, marker = f"C{i % 10}", markers[i % len(markers)]
+        ax.errorbar([r["params"] for r in members], [r["test_acc_mean"] for r in members],
+                    yerr=[r["test_acc_std"] for r in members], fmt=f"-{marker}", color=color, ms=5, capsize=2,
+                    label=f"{name} (ours)")
+        paper = [r for r in members if r["paper_test_acc"] is not None and r["paper_weights_k"] is not None]
+        if paper:
+            ax.plot([r["paper_weights_k"] * 1000 for r in paper], [r["paper_test_acc"] for r in paper],
+                    f"--{marker}", mfc="none", color=color, ms=6, alpha=0.8, label=f"{name} (paper)")
+
+
+def _plot_families(ax, rows: list[dict[str, Any]]) -> None:
+    """One marker style per model family, ours filled, the paper's open, each point labelled."""
+    styles = family_styles([r["family"] for r in rows])
     seen = set()
     for r in rows:
         fam = r["family"]
@@ -255,11 +294,3 @@ def plot_accuracy_vs_weights(rows: list[dict[str, Any]], path: Path, *, title: s
             seen.add((fam, 1))
         ax.annotate(r["label"], (r["params"], r["test_acc_mean"]), fontsize=6, xytext=(3, 3),
                     textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("#weights (log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=130)

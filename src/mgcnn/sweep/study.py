@@ -229,6 +229,11 @@ def config_hash(cfg: TrainConfig | dict[str, Any], *, ignore_seed: bool = False)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+# The keys of a study row that are not config fields: its label, the paper numbers it reproduces, and the plot series
+# it belongs to (a line in the report's accuracy-vs-weights figure, e.g. "MGiaD g_s=4" over c_K for Figure 7).
+ROW_KEYS = ("paper", "label", "series")
+
+
 def expand(study: Study, *, seeds: list[int] | None = None, overrides: dict[str, Any] | None = None) -> list[RunSpec]:
     """All runs of a study: rows x grid x seeds, each with overrides applied last.
 
@@ -247,7 +252,7 @@ def expand(study: Study, *, seeds: list[int] | None = None, overrides: dict[str,
     default_model = TrainConfig().model
     runs = []
     for row in study.rows:
-        row_fields = {k: v for k, v in row.items() if k not in ("paper", "label")}
+        row_fields = {k: v for k, v in row.items() if k not in ROW_KEYS}
         # the model the row's paper numbers belong to: the one it names (else the base's), with its own keywords
         own_model = row_fields.get("model", study.base.get("model", default_model))
         own: dict[str, Any] = {"model_kwargs": {}}
@@ -268,6 +273,7 @@ def expand(study: Study, *, seeds: list[int] | None = None, overrides: dict[str,
                     set_field(fields, k, v)
                 cfg = resolve_config(fields)
                 applies = cfg.model == own_model and model_overrides(cfg.model, cfg.model_kwargs) == own_changes
-                runs.append(RunSpec(cfg, config_hash(cfg), {**row_fields, **point, "label": row.get("label")},
+                runs.append(RunSpec(cfg, config_hash(cfg), {**row_fields, **point, "label": row.get("label"),
+                                                             **({"series": row["series"]} if "series" in row else {})},
                                     row.get("paper"), point, applies))
     return runs
