@@ -1,5 +1,5 @@
 """AutoAugment on batches (mgcnn.data.augment): each op against Pillow, the policy's table and statistics, its
-reproducibility.
+reproducibility, and the loader's use of it.
 
 Every op is compared with PIL's on small random uint8 images, RGB and "L", and required to be *equal*: the pointwise
 and colour ops reproduce PIL's integer and float32 arithmetic (its truncations and roundings), and the geometric ops
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from mgcnn.data import DeviceLoader
 from mgcnn.data import augment as A
 from mgcnn.data.loader import epoch_generator
 
@@ -225,3 +226,42 @@ def test_reproducible_from_the_epoch_generator():
     run = lambda seed, epoch: aug(x, aug.draw(64, epoch_generator(seed, epoch)))
     assert torch.equal(run(0, 3), run(0, 3))
     assert not torch.equal(run(0, 3), run(0, 4)) and not torch.equal(run(0, 3), run(1, 3))
+
+
+# -- in the loader ----------------------------------------------------------------------------------------------------
+def _loader(images, labels, **kw):
+    return DeviceLoader(images, labels, 8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), train=True, seed=3,
+                        crop_padding=2, **kw)
+
+
+def _data(n=40):
+    return _rgb(n=n, h=8).to(torch.uint8), torch.arange(n)
+
+
+def test_loader_applies_it_after_crop_and_flip_and_draws_last():
+    images, labels = _data()
+    plain = list(_loader(images, labels))
+    never = A.AutoAugment([((op, 0.0, lv), (op, 0.0, lv)) for (op, _, lv), _ in A.CIFAR10_POLICY])
+    # a policy that never applies leaves every batch as it was: its draws come after the crops and flips
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(plain, _loader(images, labels, augment=never)))
+    aug = _loader(images, labels, augment="autoaugment")
+    batches = list(aug)
+    assert [torch.equal(a[1], b[1]) for a, b in zip(plain, batches)] == [True] * len(plain)  # same order
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(plain, batches))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, _loader(images, labels, augment="autoaugment")))
+    aug.set_epoch(1)
+    assert not torch.equal(next(iter(aug))[0], batches[0][0])
+    ev = DeviceLoader(images, labels, 8, mean=(0.5,) * 3, std=(0.25,) * 3, train=False, augment="autoaugment")
+    assert torch.allclose(torch.cat([x for x, _ in ev]), (images.float() / 255 - 0.5) / 0.25, atol=1e-6)  # train only
+    with pytest.raises(ValueError, match="augment='randaugment' is not supported"):
+        _loader(images, labels, augment="randaugment")
+
+
+def test_loader_ranks_together_see_the_single_process_augmentation():
+    images, labels = _data()
+    single = list(_loader(images, labels, augment="autoaugment"))
+    ranks = [list(_loader(images, labels, augment="autoaugment", rank=r, world_size=2)) for r in range(2)]
+    for i, (x, y) in enumerate(single):
+        for xs, ys in (ranks[0][i], ranks[1][i]):
+            for xi, yi in zip(xs, ys):
+                assert torch.equal(xi, x[(y == yi).nonzero()[0, 0]])
