@@ -1,9 +1,10 @@
 """Device-resident batches with batched augmentation (the pattern of Keller Jordan's cifar10-airbench).
 
 A split is one uint8 tensor on the training device. Each epoch draws, from a generator seeded by ``(seed, epoch)``:
-a permutation, and for every sample a crop offset and a flip bit. Batches are index slices; the crop is one gather,
-the flip one ``torch.where``, the normalisation one fused multiply-add on the batch. No per-sample Python, no
-workers.
+a permutation, and for every sample a crop offset and a flip bit (and, with ``augment="autoaugment"``, the draws of
+the AutoAugment policy, :mod:`mgcnn.data.augment`). Batches are index slices; the crop is one gather, the flip one
+``torch.where``, AutoAugment one op per group of images that share a sub-policy step, the normalisation one fused
+multiply-add on the batch. No per-sample Python, no workers.
 
 Because the randomness of an epoch is a function of ``(seed, epoch)`` and of the sample's position in the
 permutation, (a) a resumed run sees exactly the batches it would have seen, and (b) ``world_size`` ranks, each
@@ -18,6 +19,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .augment import AUGMENTS, AutoAugment
 
 PadMode = Literal["constant", "reflect", "replicate", "circular"]  # torch.nn.functional.pad's modes
 
@@ -57,6 +60,8 @@ class DeviceLoader:
         crop_size: train on the central ``crop_size`` x ``crop_size`` window of each shifted image (None: the full
             stored size); the attribute may be changed between epochs (progressive resizing).
         pad_mode: how the crop pads (:data:`PadMode`): ``"constant"`` (zeros), ``"reflect"``, ...
+        augment: ``"none"``, ``"autoaugment"`` (AutoAugment's CIFAR-10 policy, :mod:`mgcnn.data.augment`, after
+            the crop and the flip, on the training split only), or an :class:`~mgcnn.data.augment.AutoAugment`.
     """
 
     def __init__(
@@ -77,9 +82,14 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
         crop_size: int | None = None,
+        augment: str | AutoAugment = "none",
     ):
         if batch_size % world_size:
             raise ValueError(f"batch_size={batch_size} must be divisible by the world size {world_size}")
+        if isinstance(augment, str) and augment not in AUGMENTS:
+            raise ValueError(f"augment={augment!r} is not supported; use one of {AUGMENTS}")
+        self.augment: AutoAugment | None = (
+            augment if isinstance(augment, AutoAugment) else AutoAugment() if augment == "autoaugment" else None)
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
@@ -120,9 +130,14 @@ class DeviceLoader:
         perm = torch.randperm(n, generator=g)
         offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g)
         flips = torch.rand(n, generator=g) < 0.5
+        # drawn after the others, and only when used: the crops and flips of a run without it stay as they were
+        aug = self.augment
+        policy = aug.draw(n, g) if aug is not None else None
         usable = (n // self.batch_size) * self.batch_size
         mine = torch.arange(self.rank, usable, self.world_size)  # positions in the permutation for this rank
         perm, offsets, flips = perm[mine].to(self.device), offsets[mine].to(self.device), flips[mine].to(self.device)
+        # the groups of every batch, planned on the CPU and moved to the device in one transfer
+        plans = aug.plan(policy[mine], per, self.device) if aug is not None and policy is not None else None
         for i in range(0, len(perm), per):
             j = perm[i : i + per]
             x = self.images[j]  # (b, C, H, W) uint8
@@ -130,4 +145,6 @@ class DeviceLoader:
                 x = random_crop(x.float(), offsets[i : i + per], self.crop_padding, self.pad_mode, self.crop_size)
             if self.flip:
                 x = torch.where(flips[i : i + per, None, None, None], x.flip(3), x)
+            if aug is not None and plans is not None:
+                x = aug.apply(x.float(), plans[i // per])
             yield self._normalise(x), self.labels[j]

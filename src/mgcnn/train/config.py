@@ -82,6 +82,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     crop_padding: int = 2
     flip: bool = True
+    # "none", or "autoaugment": AutoAugment's CIFAR-10 policy after the crop and the flip (mgcnn.data.augment)
+    augment: str = _field("none", legacy="none")
     # Progressive resizing by cropping: train on random train_size x train_size windows (shifted by up to
     # crop_padding pixels) except in the last full_size_epochs epochs, which see the full images as the test does.
     train_size: int | None = _field(28, legacy=None)  # None: the full stored size (32 for our datasets)
@@ -110,6 +112,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check every field's type and range (converting numbers written as strings, e.g. YAML's ``1e-3``);
         the first problem is a ``ValueError`` naming the field and what it accepts. Returns ``self``."""
+        from ..data.augment import AUGMENTS
         from ..data.registry import get_dataset_spec
 
         for f in dataclasses.fields(self):
@@ -117,6 +120,7 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("amp", self.amp, AMP_MODES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("augment", self.augment, AUGMENTS)
         check_device(self.device)
         for name in ("epochs", "batch_size", "eval_batch_size", "step_size"):
             _check_range(name, getattr(self, name), lo=1)
@@ -307,11 +311,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mgiad-fmnist": dict(epochs=400, batch_size=128, lr=0.05, momentum=0.9, nesterov=False, weight_decay=1e-4,
                          schedule="step", step_size=25, gamma=0.1, warmup_epochs=0.0, label_smoothing=0.0,
                          crop_padding=4, **_PLAIN),
-    # Poly-MgNet reference code: SGD lr 0.1 (hard-coded), momentum 0.9, wd 1e-4, cosine, 400 epochs, batch 128. Its
-    # CIFAR-10 augmentation adds AutoAugment's CIFAR-10 policy after crop + flip; this recipe leaves it out (and
-    # pads crops with zeros, not the code's gray 128): docs/architectures.md 11.
+    # Poly-MgNet reference code: SGD lr 0.1 (hard-coded), momentum 0.9, wd 1e-4, cosine, 400 epochs, batch 128; its
+    # CIFAR-10 pipeline: RandomCrop(32, padding=4, fill 128), RandomHorizontalFlip, AutoAugment's CIFAR-10 policy,
+    # which augment="autoaugment" reproduces (our crops pad with zeros): docs/architectures.md 10a and 11.
     "poly-mgnet": dict(epochs=400, batch_size=128, lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4,
-                       schedule="cosine", warmup_epochs=0.0, label_smoothing=0.0, crop_padding=4, **_PLAIN),
+                       schedule="cosine", warmup_epochs=0.0, label_smoothing=0.0, crop_padding=4,
+                       **{**_PLAIN, "augment": "autoaugment"}),
     # The earlier CPU default: one-cycle lr (1 warm-up epoch, linear decay), Nesterov momentum, label smoothing 0.1,
     # crop padding 2, 5 epochs, a test evaluation after every epoch. 91.8-92.3% on FashionMNIST with MGiaD c_K=16
     # g_s=8 in 10-12 minutes on our 2-core CPU.

@@ -43,7 +43,7 @@ def make_loaders(cfg: TrainConfig, data, proc: Process) -> Loaders:
     eval_batch = cfg.eval_batch_size * proc.world_size
     loaders = Loaders(
         train=DeviceLoader(train_x, train_y, cfg.batch_size, train=True, seed=cfg.seed,
-                           crop_padding=cfg.crop_padding, flip=cfg.flip, **common),
+                           crop_padding=cfg.crop_padding, flip=cfg.flip, augment=cfg.augment, **common),
         test=DeviceLoader(test_x, test_y, eval_batch, train=False, **common),
         val=None if val_idx is None else DeviceLoader(data.train_images[val_idx], data.train_labels[val_idx],
                                                       eval_batch, train=False, **common))
