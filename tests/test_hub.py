@@ -295,3 +295,48 @@ def test_an_unfinished_or_still_training_run_is_exported_only_when_allowed(run, 
     assert cli.main(["export", str(run), "--out", str(tmp_path / "done")]) == 0
     meta = json.loads((tmp_path / "done" / "config.json").read_text())
     assert (meta["epoch"], meta["epochs_planned"], meta["finished"]) == (2, 2, True)
+
+
+ONNX_FAMILIES = {  # one member of every family; Poly-MgNet with moderate roots (random ones give logits of ~1e8)
+    "resnet": ("resnet20", {}), "mgnet": ("mgnet_ab_l3", {}), "mgic": ("mgic", {}),
+    "mgiad": ("mgiad_l3_c16_g8", {}), "poly_mgnet": ("poly_mgnet_q2_w22", {"roots": [2.0, 2.0]}),
+}
+
+
+@pytest.mark.parametrize("family", list(ONNX_FAMILIES))
+def test_onnx_files_of_every_family_agree_with_pytorch_in_onnxruntime(family):
+    ort = pytest.importorskip("onnxruntime", reason="ONNX export needs the onnx extra: pip install 'mgcnn[onnx]'")
+    pytest.importorskip("onnx")
+    from mgcnn.hub import onnx_bytes
+    from mgcnn.layers.conv import ConvPlanner, set_conv_planner
+
+    name, kwargs = ONNX_FAMILIES[family]
+    torch.manual_seed(0)
+    model = mgcnn.create_model(name, **kwargs).eval().to(memory_format=torch.channels_last)
+    set_conv_planner(model, ConvPlanner())  # as in a training run: the export uses the stock operators anyway
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    session = ort.InferenceSession(onnx_bytes(model), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"images": x.numpy()})[0]  # a batch of 5 through a file exported with batch 1
+    assert out.shape == ref.shape and np.abs(out - ref).max() <= 1e-4
+
+
+def test_mgcnn_export_onnx_writes_a_model_with_its_preprocessing(run, tmp_path, cifar, capsys):
+    ort = pytest.importorskip("onnxruntime", reason="ONNX export needs the onnx extra: pip install 'mgcnn[onnx]'")
+    pytest.importorskip("onnx")
+    from mgcnn.hub import onnx_metadata
+
+    assert cli.main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0
+    assert "model.onnx: input 'images' (N, 3, 32, 32)" in capsys.readouterr().out
+    meta = onnx_metadata(tmp_path / "onnx" / "model.onnx")
+    assert meta["architecture"] == "mgiad" and meta["finished"] and meta["pretrained_cfg"]["dataset"] == "cifar10"
+    model = mgcnn.load_model(run)
+    images, labels = raw_cifar_test(cifar[1])
+    x = mgcnn.transforms_for(model)(images)  # the preprocessing the metadata describes
+    with torch.no_grad():
+        ref = model(x).numpy()
+    out = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx")).run(None, {"images": x.numpy()})[0]
+    assert np.abs(out - ref).max() <= 1e-4
+    recorded = json.loads((run / "result.json").read_text())["test_acc"]
+    assert 100.0 * (out.argmax(1) == labels).mean() == pytest.approx(recorded)

@@ -135,7 +135,8 @@ def _module_imports(path: Path) -> set[str]:
 def test_no_module_imports_another_that_imports_it_back():
     """Between modules (packages' ``__init__`` re-exports aside), at any depth: e.g. no spectrum <-> roots."""
     inits = {_module(p) for p in PKG.rglob("__init__.py")}
-    edges = {_module(p): _module_imports(p) - inits - {_module(p)} for p in PKG.rglob("*.py") if p.name != "__init__.py"}
+    edges = {_module(p): _module_imports(p) - inits - {_module(p)}
+             for p in PKG.rglob("*.py") if p.name != "__init__.py"}
     assert _cycle(edges) is None, " -> ".join(_cycle(edges))
 
 

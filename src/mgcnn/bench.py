@@ -198,7 +198,8 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
         "plans_triton": sum(p[0] == "triton" for p in plans),
         "train_img_s": batch_size / t_train, "infer_img_s": batch_size / t_infer,
         "fwd_macs_per_img": fwd_flops / 2, "fwd_flops_per_img": fwd_flops, "train_flops_per_img": train_flops,
-        "train_gflops": train_flops * batch_size / t_train / 1e9, "infer_gflops": fwd_flops * batch_size / t_infer / 1e9,
+        "train_gflops": train_flops * batch_size / t_train / 1e9,
+        "infer_gflops": fwd_flops * batch_size / t_infer / 1e9,
         "peak_mem_mb": peak / 2**20,
     }
 
@@ -288,7 +289,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"{ratio(r, 'train_speed_vs_mgnet_ab')} | {r['peak_mem_mb']:.0f} |")
     first = report["rows"][0] if report["rows"] else {}
     lines.append(f"settings: {first.get('device')} ({report.get('device_name')}), batch {first.get('batch_size')}, "
-                 f"{first.get('image_size')}x{first.get('image_size')} inputs, amp {first.get('amp')}, tf32 {first.get('tf32')}, channels_last {first.get('channels_last')}, "
+                 f"{first.get('image_size')}x{first.get('image_size')} inputs, amp {first.get('amp')}, tf32 "
+                 f"{first.get('tf32')}, channels_last {first.get('channels_last')}, "
                  f"allocator {first.get('allocator')}, fast paths {first.get('fast_paths')}, conv autotune "
                  f"{first.get('autotune')}, triton kernel allowed {first.get('triton')} (chosen for "
                  f"{sum(r.get('plans_triton', 0) for r in report['rows'])} conv shapes)")

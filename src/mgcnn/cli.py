@@ -307,17 +307,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .hub import export
+    from .hub import ONNX_FILE, export, onnx_metadata
 
     run = Path(args.run)
     out = export(run, args.out or (run if run.is_dir() else run.parent) / "export", format=args.format,
                  allow_unfinished=args.allow_unfinished)
-    meta = json.loads((out / "config.json").read_text())
+    onnx = args.format == "onnx"
+    meta = onnx_metadata(out / ONNX_FILE) if onnx else json.loads((out / "config.json").read_text())
     if not meta["finished"]:
         of = f" of {meta['epochs_planned']}" if meta.get("epochs_planned") is not None else ""
-        print(f"note: exported epoch {meta['epoch']}{of} of an unfinished run (config.json records "
-              "\"finished\": false)", file=sys.stderr)
-    print(f"wrote {out}/model.safetensors and {out}/config.json; load with mgcnn.load_model({str(out)!r})")
+        where = "its metadata records" if onnx else "config.json records"
+        print(f"note: exported epoch {meta['epoch']}{of} of an unfinished run ({where} \"finished\": false)",
+              file=sys.stderr)
+    if onnx:
+        print(f"wrote {out}/{ONNX_FILE}: input 'images' (N, {meta['pretrained_cfg']['in_channels']}, "
+              f"{meta['pretrained_cfg']['input_size']}, {meta['pretrained_cfg']['input_size']}) float32, normalised "
+              "as mgcnn.transforms_for does (mean/std in its metadata 'mgcnn'), output 'logits'")
+    else:
+        print(f"wrote {out}/model.safetensors and {out}/config.json; load with mgcnn.load_model({str(out)!r})")
     return 0
 
 
@@ -340,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="a run's weights as model.safetensors + config.json (no pickle to load)")
     p.add_argument("run", help="run directory or checkpoint")
     p.add_argument("--out", help="output folder (default: RUN/export)")
-    p.add_argument("--format", default="safetensors", choices=["safetensors"])
+    p.add_argument("--format", default="safetensors", choices=["safetensors", "onnx"],
+                   help="safetensors (model.safetensors + config.json) or onnx (model.onnx, run by onnxruntime; needs "
+                        "pip install 'mgcnn[onnx]')")
     p.add_argument("--allow-unfinished", action="store_true",
                    help="export a run that has not finished or that another process is training (its last epoch "
                         "checkpoint; config.json records the epoch and finished: false)")
@@ -348,8 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("params", help="paper #weights vs ours for every paper-table row")
     p.add_argument("--check", action="store_true", help="exit non-zero on any mismatch that is not a known paper error")
-    p.add_argument("--table", default=None, help="only this table: MGiaD's I-IX (also 1-9, except 7), '7' (Poly-MgNet), 'code' "
-                        "(He & Xu's released MgNet)")
+    p.add_argument("--table", default=None,
+                   help="only this table: MGiaD's I-IX (also 1-9, except 7), '7' (Poly-MgNet), 'code' (He & Xu's "
+                        "released MgNet)")
     p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("models", help="list registered models and presets")

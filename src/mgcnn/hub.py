@@ -40,7 +40,11 @@ from .checkpoint import (
     pretrained_cfg,
 )
 
-__all__ = ["EXPORT_FORMAT", "Preprocess", "export", "load_model", "pretrained_cfg", "transforms_for"]
+EXPORT_FORMATS = ("safetensors", "onnx")
+ONNX_FILE, ONNX_FORMAT = "model.onnx", "mgcnn-onnx/1"
+
+__all__ = ["EXPORT_FORMAT", "EXPORT_FORMATS", "ONNX_FILE", "Preprocess", "export", "load_model", "onnx_bytes",
+           "onnx_metadata", "pretrained_cfg", "transforms_for"]
 
 
 class Preprocess:
@@ -105,7 +109,9 @@ def transforms_for(model: nn.Module) -> Preprocess:
 
 
 def export(run: str | Path, out: str | Path, *, format: str = "safetensors", allow_unfinished: bool = False) -> Path:
-    """Write a run's trained weights as ``out/model.safetensors`` + ``out/config.json`` (no pickle needed to load).
+    """Write a run's trained weights as ``out/model.safetensors`` + ``out/config.json`` (no pickle needed to load),
+    or with ``format="onnx"`` the trained model as ``out/model.onnx`` (:func:`onnx_bytes`; its metadata holds what
+    ``config.json`` would).
 
     ``run`` is a run directory or a checkpoint. A run that has not finished (no ``result.json`` for the epoch of its
     checkpoint) or that another process is training (it holds the run directory's lock) is refused with a
@@ -119,8 +125,8 @@ def export(run: str | Path, out: str | Path, *, format: str = "safetensors", all
     """
     from safetensors.torch import save
 
-    if format != "safetensors":
-        raise ValueError(f"format={format!r} is not supported; use 'safetensors'")
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"format={format!r} is not supported; use one of {EXPORT_FORMATS}")
     p = Path(run)
     ckpt = p / CHECKPOINT_FILE if p.is_dir() else p
     out = Path(out)
@@ -134,20 +140,74 @@ def export(run: str | Path, out: str | Path, *, format: str = "safetensors", all
         raise ValueError(f"{unfinished}; export it once it has finished, or pass --allow-unfinished "
                          f"(allow_unfinished=True) to export epoch {state['epoch']} as it is")
     model = model_from_checkpoint(state, ckpt)  # the checkpoint is read (and checksummed) once
+    history = state.get("history") or [{}]
+    meta = {"format": EXPORT_FORMAT, "architecture": model.model_name, "model_kwargs": model.model_kwargs,
+            "pretrained_cfg": model.pretrained_cfg, "epoch": state["epoch"], "epochs_planned": planned,
+            "finished": not unfinished, "test_acc": history[-1].get("test_acc"), "mgcnn_version": __version__,
+            "source": str(ckpt)}
+    if format == "onnx":
+        _write_folder(out, {ONNX_FILE: onnx_bytes(model, {**meta, "format": ONNX_FORMAT})}, last=ONNX_FILE)
+        return out
     # contiguous copies: safetensors stores plain row-major tensors, and modules shared across steps share tensors
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     weights = save(tensors, metadata={"format": "pt"})
-    history = state.get("history") or [{}]
-    meta = {"format": EXPORT_FORMAT, "architecture": model.model_name, "model_kwargs": model.model_kwargs,
-            "pretrained_cfg": model.pretrained_cfg, "weights_sha256": export_checksum(weights),
-            "epoch": state["epoch"], "epochs_planned": planned, "finished": not unfinished,
-            "test_acc": history[-1].get("test_acc"), "mgcnn_version": __version__, "source": str(ckpt)}
-    try:
-        config = json.dumps(meta, indent=2, default=_json_value).encode()
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{ckpt}: the model's configuration cannot be written as JSON ({e})") from None
-    _write_folder(out, {EXPORT_WEIGHTS: weights, EXPORT_CONFIG: config}, last=EXPORT_CONFIG)
+    meta["weights_sha256"] = export_checksum(weights)
+    _write_folder(out, {EXPORT_WEIGHTS: weights, EXPORT_CONFIG: _json_bytes(meta, ckpt)}, last=EXPORT_CONFIG)
     return out
+
+
+def _json_bytes(meta: dict[str, Any], where: Path) -> bytes:
+    try:
+        return json.dumps(meta, indent=2, default=_json_value).encode()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: the model's configuration cannot be written as JSON ({e})") from None
+
+
+def onnx_bytes(model: nn.Module, meta: dict[str, Any] | None = None, *, opset: int = 18) -> bytes:
+    """``model`` as an ONNX file (bytes): input ``images`` (N, C, H, W) float32, normalised as
+    :func:`transforms_for` does, output ``logits`` (N, num_classes), the batch size free.
+
+    Exported with the stock operators: no conv planner (the formulations it may choose are timing choices, and a
+    custom kernel has no ONNX operator) and every layer's reference formulation (:func:`mgcnn.layers.reference_mode`;
+    the same maths). ``meta`` (the preprocessing config and provenance) is stored in the file's metadata under
+    ``mgcnn`` (JSON). Needs the ``onnx`` extra: ``pip install 'mgcnn[onnx]'``.
+    """
+    import copy
+    import io
+    import warnings
+
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("exporting ONNX needs the onnx package: pip install 'mgcnn[onnx]'") from None
+    from .layers.conv import reference_mode, set_conv_planner
+
+    model = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its planner, layout and mode
+    set_conv_planner(model, None)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    c = cfg.get("in_channels", getattr(model, "in_channels", 3))
+    size = cfg.get("input_size", 32)
+    x = torch.zeros(1, c, size, size)
+    buf = io.BytesIO()
+    with reference_mode(model), torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript-based exporter: fast, and enough for these plain conv nets (torch.export's needs onnxscript)
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buf, input_names=["images"], output_names=["logits"], opset_version=opset,
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    proto = onnx.load_from_string(buf.getvalue())
+    if meta is not None:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "mgcnn", json.dumps(meta, default=_json_value)
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``mgcnn`` metadata of an ONNX file written by :func:`export` (preprocessing config, provenance)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return json.loads(next((p.value for p in proto.metadata_props if p.key == "mgcnn"), "{}"))
 
 
 def _unfinished(ckpt: Path, epoch: int, planned: int | None) -> str | None:

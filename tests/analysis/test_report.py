@@ -1,4 +1,5 @@
-"""The report writers behind `mgcnn spectrum`, `mgcnn eval --per-class` and `mgcnn plot`, called as library functions."""
+"""The report writers behind `mgcnn spectrum`, `mgcnn eval --per-class` and `mgcnn plot`, called as library
+functions."""
 
 import csv
 import json

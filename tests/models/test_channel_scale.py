@@ -34,7 +34,8 @@ def test_the_papers_scalings_build_with_the_authors_widths_and_counts(scale):
 def test_the_rounding_rule_keeps_every_transfer_valid_for_any_scale():
     for scale in (0.3, 0.5, 0.77, 1.25, 1.5, 2.0, 2.5, 3.0):
         widths = scale_widths((64, 128, 256, 256), scale)
-        assert widths[0] == math.floor(64 * scale + 1e-9) and widths[1:] == (2 * widths[0], 4 * widths[0], 4 * widths[0])
+        first = math.floor(64 * scale + 1e-9)
+        assert widths == (first, 2 * first, 4 * first, 4 * first)
         with torch.device("meta"):
             mgcnn.create_model("poly_mgnet", channel_scale=scale)  # builds: the grouped transfers are valid
     assert scale_widths((16, 24), 2) == (32, 48)  # a ratio that is not an integer: each width on its own

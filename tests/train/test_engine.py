@@ -10,7 +10,6 @@ import torch
 import yaml
 
 from mgcnn import cli
-from mgcnn.models import create_model
 from mgcnn.train import TrainConfig, evaluate_checkpoint, load_checkpoint, lr_factor, train
 from tests.helpers import tiny
 

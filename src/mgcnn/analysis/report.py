@@ -218,7 +218,8 @@ def read_run_file(path: str | Path, kind: str | None = None, *,
     except FileNotFoundError:
         raise
     except (OSError, UnicodeDecodeError) as e:
-        raise DamagedRunFile(path, f"cannot be read ({type(e).__name__}: {getattr(e, 'strerror', None) or e})") from None
+        reason = getattr(e, "strerror", None) or e
+        raise DamagedRunFile(path, f"cannot be read ({type(e).__name__}: {reason})") from None
     if fmt == "jsonl":
         records = []
         for number, line in enumerate(text.splitlines(), 1):

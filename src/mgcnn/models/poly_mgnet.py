@@ -13,7 +13,8 @@ superscript of Poly-MgNet^{q_d} is the degree d of the level's residual polynomi
 | 8      | double, double, double, quadratic  | as q_6                                               |
 
 Coefficient initialisation: ``init="xavier"`` (the released code's random coefficients, block by block:
-:func:`mgcnn.layers.polynomial.xavier_roots`), ``init="uniform"`` (its ``"U,a,b"`` rule), ``init="spectrum"`` (roots chosen from the LFA spectrum of each
+:func:`mgcnn.layers.polynomial.xavier_roots`), ``init="uniform"`` (its ``"U,a,b"`` rule),
+``init="spectrum"`` (roots chosen from the LFA spectrum of each
 level's A by :func:`init_roots_from_spectrum`, with the strategies of :func:`mgcnn.lfa.select_roots`) or explicit
 ``roots``. The quadratic block's root z = a + ib has learnable a *and* b (``complex_root="learnable"``,
 our default; b then starts at a draw of the same law as a, since b = 0 is a stationary point); the released code

@@ -157,7 +157,8 @@ PRESETS = (
     Preset("resnet18_w22", "resnet18", "ResNet18 at 1/sqrt(8) width: [22, 44, 88, 176]", {"channel_scale": 2 ** -1.5}),
     Preset("resnet18_w45", "resnet18", "ResNet18 at 1/sqrt(2) width: [45, 90, 180, 360]", {"channel_scale": 2 ** -0.5}),
     Preset("resnet18_w90", "resnet18", "ResNet18 at sqrt(2) width: [90, 180, 360, 720]", {"channel_scale": 2 ** 0.5}),
-    Preset("resnet18_w180", "resnet18", "ResNet18 at sqrt(8) width: [180, 360, 720, 1440]", {"channel_scale": 2 ** 1.5}),
+    Preset("resnet18_w180", "resnet18", "ResNet18 at sqrt(8) width: [180, 360, 720, 1440]",
+           {"channel_scale": 2 ** 1.5}),
 )
 register_presets(PRESETS)
 

@@ -74,7 +74,8 @@ def studies() -> dict[str, dict]:
                                          "that trains MGiaD c_K=16 g_s=8 in 15 minutes on our 2-core CPU)."),
          {"recipe": "speedrun", "dataset": "fashion-mnist"}, 1),
     ):
-        out[name] = {"name": name, "description": description, "base": base, "seeds": seeds, "rows": [dict(r) for r in iv]}
+        out[name] = {"name": name, "description": description, "base": base, "seeds": seeds,
+                     "rows": [dict(r) for r in iv]}
     return out
 
 
@@ -101,7 +102,8 @@ def _poly_rows(study: str) -> list[dict]:
     if study == "placement":
         return [{"label": f"residual {res}, update {pl}", "model": "poly_mgnet_q4", "model_kwargs.residual": res,
                  "model_kwargs.placement": pl}
-                for res in ("regular", "bn_only", "plain") for pl in ("regular", "outside", "relu-outside", "bn-inside")]
+                for res in ("regular", "bn_only", "plain")
+                for pl in ("regular", "outside", "relu-outside", "bn-inside")]
     if study == "roots":
         return [{"label": f"q_6, complex root {mode}", "model": "poly_mgnet_q6", "model_kwargs.complex_root": mode}
                 for mode in ("learnable", "real")]
