@@ -55,3 +55,11 @@ def cifar(tmp_path, monkeypatch):
 def data_root(cifar):
     """The data root of :func:`cifar`."""
     return cifar[0]
+
+
+@pytest.fixture()
+def no_matplotlib(monkeypatch):
+    """Imports of matplotlib fail, as on a machine without the plots extra."""
+    from tests.helpers import block_imports
+
+    block_imports(monkeypatch, "matplotlib")

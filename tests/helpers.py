@@ -127,3 +127,17 @@ def one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0], err
     return err[0]
+
+
+def block_imports(monkeypatch, *prefixes: str) -> None:
+    """Imports of modules starting with any of ``prefixes`` fail, as on a machine without that optional extra."""
+    import builtins
+
+    real = builtins.__import__
+
+    def blocked(name, *args, **kwargs):
+        if name.startswith(prefixes):
+            raise ImportError(f"no {name} here")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", blocked)

@@ -149,16 +149,9 @@ def test_tensorboard_events_steps_and_curves(run, cifar, tmp_path, capsys):
 
 
 def test_training_works_without_tensorboard(cifar, tmp_path, monkeypatch):
-    import builtins
+    from tests.helpers import block_imports
 
-    real = builtins.__import__
-
-    def no_tb(name, *args, **kwargs):
-        if name.startswith("torch.utils.tensorboard") or name.startswith("tensorboard"):
-            raise ImportError("no tensorboard here")
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_tb)
+    block_imports(monkeypatch, "torch.utils.tensorboard", "tensorboard")
     out = tmp_path / "plain"
     train(TrainConfig(**{**TINY, "data_dir": str(cifar[0]), "out": str(out), "epochs": 1}), **quiet)
     assert (out / "result.json").is_file() and not (out / "tb").exists()

@@ -34,19 +34,23 @@ def _import_nodes(path: Path):
         todo.extend(ast.iter_child_nodes(node))
 
 
+def _from_target(node: ast.ImportFrom, path: Path) -> str:
+    """The absolute module of ``from X import ...`` in ``path`` (relative imports resolved)."""
+    mod = _module(path)
+    package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imports(path: Path) -> set[str]:
     """Every ``mgcnn...`` module a file imports, as absolute names (``from .x import y`` in mgcnn.pkg -> mgcnn.pkg.x;
     ``from . import cli`` in mgcnn -> mgcnn.cli)."""
-    mod = _module(path)
-    package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
     out = set()
     for node in _import_nodes(path):
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = _from_target(node, path)
             if target == "mgcnn":  # from the package root: a part (from . import cli) or a name it re-exports
                 out.update(f"mgcnn.{a.name}" if a.name in PARTS else "mgcnn" for a in node.names)
             else:
@@ -115,16 +119,10 @@ MODULES = {_module(p) for p in PKG.rglob("*.py")}
 
 def _module_imports(path: Path) -> set[str]:
     """The modules (files) a file imports: ``from .x import y`` counts x, and x.y where that is a module too."""
-    mod = _module(path)
-    package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
     out = set()
     for node in _import_nodes(path):
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = _from_target(node, path)
             out.add(target)
             out.update(f"{target}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):

@@ -125,17 +125,7 @@ def test_figures_are_plain_figure_objects_outside_pyplot():
     assert isinstance(fig, Figure) and plt.get_fignums() == before  # not registered with pyplot: nothing to close
 
 
-def test_plots_unavailable_without_matplotlib(monkeypatch):
-    import builtins
-
-    real = builtins.__import__
-
-    def no_mpl(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError("no matplotlib here")
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_mpl)
+def test_plots_unavailable_without_matplotlib(no_matplotlib):
     with pytest.raises(PlotsUnavailable, match=r"pip install 'mgcnn\[plots\]'"):
         spectrum_figure(eigs(10))
 

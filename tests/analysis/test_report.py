@@ -135,19 +135,9 @@ def test_plot_reports_a_damaged_metrics_file_by_name_and_plots_the_other_runs(tm
         read_run_metrics([good, torn])
 
 
-def test_spectrum_without_matplotlib_writes_nothing_and_names_no_plots(tmp_path, monkeypatch, capsys):
-    import builtins
-
+def test_spectrum_without_matplotlib_writes_nothing_and_names_no_plots(tmp_path, no_matplotlib, capsys):
     from mgcnn import cli
 
-    real = builtins.__import__
-
-    def no_mpl(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError("no matplotlib here")
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_mpl)
     out = tmp_path / "sp"
     assert cli.main(["spectrum", "--model", "mgnet", "--model-arg", "widths=[4, 8]", "--grid", "4",
                      "--out", str(out)]) == 2
