@@ -88,9 +88,16 @@ constexpr const char* ISA = "scalar";
 #endif
 
 // ------------------------------------------------------------------------------------------- scalar loops
+// The grain of at::parallel_for for tasks of `work` multiply-adds each: small convolutions run on the calling
+// thread (waking the other threads would cost more than the work).
+inline int64_t grain_for(double work) {
+  constexpr double MIN_WORK = 1 << 17;
+  return std::max<int64_t>(1, static_cast<int64_t>(MIN_WORK / std::max(work, 1.0)));
+}
+
 template <typename T>
 void conv_scalar(const T* x, const T* w, T* y, int64_t N, int H, int W, int C, int cg) {
-  at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, N * H, grain_for(9.0 * W * C * cg), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / H;
       const int oh = static_cast<int>(row % H);
@@ -117,7 +124,7 @@ void conv_scalar(const T* x, const T* w, T* y, int64_t N, int H, int W, int C, i
 
 template <typename T>
 void wgrad_scalar(const T* x, const T* dy, T* dw, int64_t N, int H, int W, int C, int cg) {
-  at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, C, grain_for(9.0 * N * H * W * cg), [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o) {
       const int64_t g0 = (o / cg) * cg;
       for (int i = 0; i < cg; ++i)
@@ -353,7 +360,8 @@ void conv_simd(const float* x, const float* w, float* y, int64_t N, int H, int W
   const int64_t bands = (H + T - 1) / T, want = 4 * static_cast<int64_t>(at::get_num_threads());
   const int64_t split = N >= want ? 1 : std::min<int64_t>(bands, (want + N - 1) / N);
   const int64_t per_task = (bands + split - 1) / split, tasks_per_image = (bands + per_task - 1) / per_task;
-  at::parallel_for(0, N * tasks_per_image, 1, [&](int64_t begin, int64_t end) {
+  const double task_work = 9.0 * per_task * T * W * C * cg;
+  at::parallel_for(0, N * tasks_per_image, grain_for(task_work), [&](int64_t begin, int64_t end) {
     const Rings rings = make_rings(scratch(rings_floats(b, W, T + 2)), b, W, T + 2);
     std::vector<FwdArgs> args(nb);
     Prefetch pf_x, pf_y;
@@ -483,7 +491,8 @@ void wgrad_simd(const float* x, const float* dy, float* dw, int64_t N, int H, in
   const size_t part_block = static_cast<size_t>(cg) * 9 * VL, img = static_cast<size_t>(H) * W * C;
   const float* x_end = x + N * img;
   std::vector<float> part(static_cast<size_t>(n_chunks) * nb * part_block);
-  at::parallel_for(0, n_chunks, 1, [&](int64_t begin, int64_t end) {
+  const double chunk_work = 9.0 * static_cast<double>(N) * hw * C * cg / n_chunks;
+  at::parallel_for(0, n_chunks, grain_for(chunk_work), [&](int64_t begin, int64_t end) {
     const Rings rings = make_rings(scratch(rings_floats(b, W, 3)), b, W, 3);
     Prefetch pf_x, pf_dy;
     for (int64_t c = begin; c < end; ++c) {
@@ -531,7 +540,7 @@ void wgrad_simd(const float* x, const float* dy, float* dw, int64_t N, int H, in
     }
   });
   // sum the chunks in order, then scatter the lanes into dw (C, cg, 3, 3)
-  at::parallel_for(0, nb, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, nb, grain_for(static_cast<double>(n_chunks) * part_block), [&](int64_t begin, int64_t end) {
     std::vector<float> red(part_block);
     for (int64_t k = begin; k < end; ++k) {
       for (size_t v = 0; v < part_block; v += VL) {
