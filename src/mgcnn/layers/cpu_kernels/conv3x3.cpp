@@ -402,19 +402,21 @@ void conv_simd(const float* x, const float* w, float* y, int64_t N, int H, int W
 }
 
 // ------------------------------------------------------------------------------------------- weight gradient
+constexpr int WGRAD_MAX_ROWS = 8;  // output rows per call: the accumulators stay in registers across them
+
 struct WgradArgs {
-  const float* rows[3];  // ring rows of input rows oh - 1, oh, oh + 1 (null outside the image)
-  size_t is;             // broadcast: floats between channels in a row
-  const float* dy;       // output row oh of dy, at the block's first channel
-  int W, C, j0;          // j0: first output (packed) or input (broadcast) channel of this unit
+  const float* rows[WGRAD_MAX_ROWS + 2];  // ring rows of input rows oh0 - 1 .. oh0 + nrows (null outside the image)
+  size_t is;                              // broadcast: floats between channels in a row
+  const float* dy;                        // output row oh0 of dy, at the block's first channel
+  int W, C, j0, nrows;                    // j0: first output (packed) or input (broadcast) channel of this unit
   vmask m;
   const int32_t* idx;  // packed: [cg][VL]
 };
 
-// Adds one output row of the block into acc[JB][9][VL]: packed, acc[j][tap] lanes (g, i) for output channels
-// j0 .. j0 + JB - 1 of every group; broadcast, acc[j][tap] lanes o for input channels j0 .. j0 + JB - 1.
+// Adds output rows oh0 .. oh0 + nrows - 1 of the block into acc[JB][9][VL]: packed, acc[j][tap] lanes (g, i) for
+// output channels j0 .. j0 + JB - 1 of every group; broadcast, acc[j][tap] lanes o for input channels j0 .. j0 + JB - 1.
 template <int JB, bool PK>
-void wgrad_row(const WgradArgs& a, float* accbuf) {
+void wgrad_rows(const WgradArgs& a, float* accbuf) {
   vf acc[JB][9];
 #pragma GCC unroll 4
   for (int j = 0; j < JB; ++j)
@@ -425,32 +427,32 @@ void wgrad_row(const WgradArgs& a, float* accbuf) {
 #pragma GCC unroll 4
     for (int j = 0; j < JB; ++j) id[j] = viload(a.idx + static_cast<size_t>(a.j0 + j) * VL);
   }
-  const float* rows[3];
-  int kh_first = 0, kh_last = 2;
-  for (int kh = 0; kh < 3; ++kh) rows[kh] = a.rows[kh];
-  if (rows[0] == nullptr) kh_first = 1;
-  if (rows[2] == nullptr) kh_last = 1;
   const size_t C = a.C;
-  for (int p = 0; p < a.W; ++p) {
-    const vf d = vload(a.dy + p * C, a.m);
-    vf s[JB];
-    if constexpr (PK) {
+  for (int r = 0; r < a.nrows; ++r) {
+    const float* const* rows = a.rows + r;
+    const float* dy = a.dy + static_cast<size_t>(r) * a.W * C;
+    const int kh_first = rows[0] == nullptr ? 1 : 0, kh_last = rows[2] == nullptr ? 1 : 2;
+    for (int p = 0; p < a.W; ++p) {
+      const vf d = vload(dy + p * C, a.m);
+      vf s[JB];
+      if constexpr (PK) {
 #pragma GCC unroll 4
-      for (int j = 0; j < JB; ++j) s[j] = vperm(id[j], d);
-    }
+        for (int j = 0; j < JB; ++j) s[j] = vperm(id[j], d);
+      }
 #pragma GCC unroll 3
-    for (int kh = 0; kh < 3; ++kh) {
-      if (kh < kh_first || kh > kh_last) continue;
+      for (int kh = 0; kh < 3; ++kh) {
+        if (kh < kh_first || kh > kh_last) continue;
 #pragma GCC unroll 3
-      for (int kw = 0; kw < 3; ++kw) {
-        if constexpr (PK) {
-          const vf xv = vload(rows[kh] + static_cast<size_t>(p + kw) * VL);  // ring column p + kw: input p - 1 + kw
+        for (int kw = 0; kw < 3; ++kw) {
+          if constexpr (PK) {
+            const vf xv = vload(rows[kh] + static_cast<size_t>(p + kw) * VL);  // ring column p + kw: input p - 1 + kw
 #pragma GCC unroll 4
-          for (int j = 0; j < JB; ++j) acc[j][kh * 3 + kw] = vfma(s[j], xv, acc[j][kh * 3 + kw]);
-        } else {
+            for (int j = 0; j < JB; ++j) acc[j][kh * 3 + kw] = vfma(s[j], xv, acc[j][kh * 3 + kw]);
+          } else {
 #pragma GCC unroll 4
-          for (int j = 0; j < JB; ++j)
-            acc[j][kh * 3 + kw] = vfma(d, vbcast(rows[kh] + (a.j0 + j) * a.is + p + kw), acc[j][kh * 3 + kw]);
+            for (int j = 0; j < JB; ++j)
+              acc[j][kh * 3 + kw] = vfma(d, vbcast(rows[kh] + (a.j0 + j) * a.is + p + kw), acc[j][kh * 3 + kw]);
+          }
         }
       }
     }
@@ -461,12 +463,12 @@ void wgrad_row(const WgradArgs& a, float* accbuf) {
     for (int t = 0; t < 9; ++t) vstore(accbuf + (j * 9 + t) * VL, acc[j][t]);
 }
 
-using WgradRow = void (*)(const WgradArgs&, float*);
+using WgradRows = void (*)(const WgradArgs&, float*);
 constexpr int WGRAD_JB = 3;  // packed: 2 (two permuted dy vectors live), broadcast: 3
 
-WgradRow wgrad_row_for(bool packed, int jb) {
-  static constexpr WgradRow pk[] = {wgrad_row<1, true>, wgrad_row<2, true>};
-  static constexpr WgradRow bc[] = {wgrad_row<1, false>, wgrad_row<2, false>, wgrad_row<3, false>};
+WgradRows wgrad_rows_for(bool packed, int jb) {
+  static constexpr WgradRows pk[] = {wgrad_rows<1, true>, wgrad_rows<2, true>};
+  static constexpr WgradRows bc[] = {wgrad_rows<1, false>, wgrad_rows<2, false>, wgrad_rows<3, false>};
   return packed ? pk[jb - 1] : bc[jb - 1];
 }
 
@@ -490,10 +492,12 @@ void wgrad_simd(const float* x, const float* dy, float* dw, int64_t N, int H, in
   const int nb = b.count(), jb = b.packed ? 2 : WGRAD_JB, n_units = (cg + jb - 1) / jb;
   const size_t part_block = static_cast<size_t>(cg) * 9 * VL, img = static_cast<size_t>(H) * W * C;
   const float* x_end = x + N * img;
+  // output rows per call: several for narrow images (fewer loads and stores of the accumulators), else one
+  const int band = W >= 16 ? 1 : std::max(1, std::min({H, WGRAD_MAX_ROWS, 64 / W}));
   std::vector<float> part(static_cast<size_t>(n_chunks) * nb * part_block);
   const double chunk_work = 9.0 * static_cast<double>(N) * hw * C * cg / n_chunks;
   at::parallel_for(0, n_chunks, grain_for(chunk_work), [&](int64_t begin, int64_t end) {
-    const Rings rings = make_rings(scratch(rings_floats(b, W, 3)), b, W, 3);
+    const Rings rings = make_rings(scratch(rings_floats(b, W, band + 2)), b, W, band + 2);
     Prefetch pf_x, pf_dy;
     for (int64_t c = begin; c < end; ++c) {
       int64_t n0, n1;
@@ -514,25 +518,26 @@ void wgrad_simd(const float* x, const float* dy, float* dw, int64_t N, int H, in
       for (int64_t n = n0; n < n1; ++n) {
         const float* xn = x + n * img;
         int next = std::max(0, h0 - 1);  // the first input row not in the rings yet
-        for (int oh = h0; oh < h1; ++oh) {
-          const int last_row = std::min(oh + 1, H - 1);
+        for (int oh0 = h0; oh0 < h1; oh0 += band) {
+          const int nrows = std::min(band, h1 - oh0), last_row = std::min(oh0 + nrows, H - 1);
           for (; next <= last_row; ++next) fill_rows(rings, b, xn + static_cast<size_t>(next) * W * C, next);
-          const float* dy_row = dy + n * img + static_cast<size_t>(oh) * W * C;
+          const float* dy_rows = dy + n * img + static_cast<size_t>(oh0) * W * C;
           const int calls = nb * n_units;
-          pf_x.start(xn + static_cast<size_t>(next) * W * C, static_cast<size_t>(W) * C, x_end, calls);
-          pf_dy.start(dy_row + static_cast<size_t>(W) * C, static_cast<size_t>(W) * C, dy + N * img, calls);
+          const size_t ahead = static_cast<size_t>(band) * W * C;  // the next band's input and dy rows
+          pf_x.start(xn + static_cast<size_t>(next) * W * C, ahead, x_end, calls);
+          pf_dy.start(dy_rows + static_cast<size_t>(nrows) * W * C, ahead, dy + N * img, calls);
           for (int k = 0; k < nb; ++k) {
-            WgradArgs a{{}, rings.is, dy_row + b.c0[k], W, C, 0, lanes_mask(b.nl[k]), b.idx.data()};
-            for (int kh = 0; kh < 3; ++kh) {
-              const int ih = oh - 1 + kh;
-              a.rows[kh] = ih < 0 || ih >= H ? nullptr : rings.slot(k, ih);
+            WgradArgs a{{}, rings.is, dy_rows + b.c0[k], W, C, 0, nrows, lanes_mask(b.nl[k]), b.idx.data()};
+            for (int r = 0; r < nrows + 2; ++r) {
+              const int ih = oh0 - 1 + r;
+              a.rows[r] = ih < 0 || ih >= H ? nullptr : rings.slot(k, ih);
             }
             for (int u = 0; u < n_units; ++u) {
               a.j0 = u * jb;
               const int nj = std::min(jb, cg - a.j0);
               pf_x.step<false>();
               pf_dy.step<false>();
-              wgrad_row_for(b.packed, nj)(a, acc_c + k * part_block + static_cast<size_t>(a.j0) * 9 * VL);
+              wgrad_rows_for(b.packed, nj)(a, acc_c + k * part_block + static_cast<size_t>(a.j0) * 9 * VL);
             }
           }
         }
