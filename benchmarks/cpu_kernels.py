@@ -1,7 +1,7 @@
 """A/B of mgcnn's CPU kernel for grouped 3x3 convolutions (mgcnn.layers.cpu_conv) against PyTorch's stock kernel.
 
     python benchmarks/cpu_kernels.py [--models mgiad_c16_g4 mgiad_l3_c16_g8] [--batch-size 128] [--threads 1 2]
-                                     [--rounds 9]
+                                     [--rounds 9] [--steps 0]
 
 Records the convolutions one training forward of each model runs (as ``benchmarks/layers.py convs`` does), keeps
 the distinct shapes the kernel supports (grouped 3x3, stride 1, as many output as input channels per group), and
@@ -18,6 +18,11 @@ medians are compared, so both see the same machine load; ratios are stock time /
 useful work, 2 N C (C/g) 9 H W per pass (``train``: 3 passes). fp32, channels_last, glibc's allocator tuned as in
 training. The rate of a dense 1024^3 matrix product is measured in the same way for scale, as is each model's total
 over its shapes (calls x train time). Each ``--threads`` value is a separate pass over all shapes.
+
+``--steps S`` (S > 0) also times whole training steps (SGD, cross-entropy, batch ``--batch-size``) of each model
+with a :class:`mgcnn.layers.ConvPlanner` that may choose the kernel against one that may not
+(``cpu_kernels=False``; both time the merged-group formulations too), S alternating steps each after the planning
+step, and reports the medians and the plans chosen.
 """
 
 from __future__ import annotations
@@ -33,11 +38,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from layers import _RecordConvs  # noqa: E402 - the recorder of benchmarks/layers.py
+from layers import _RecordConvs  # the recorder of benchmarks/layers.py
 
-from mgcnn import perf  # noqa: E402
-from mgcnn.layers import cpu_conv, cpu_kernels  # noqa: E402
-from mgcnn.models import create_model  # noqa: E402
+from mgcnn import perf
+from mgcnn.layers import ConvPlanner, cpu_conv, cpu_kernels, set_conv_planner
+from mgcnn.models import create_model
 
 CL = torch.channels_last
 PASSES = ("fwd", "dx", "dW", "train")
@@ -101,12 +106,38 @@ def gemm_rate(rounds: int) -> float:
     return 2 * 1024**3 / t / 1e9
 
 
+def train_steps_ab(name: str, batch: int, steps: int) -> str:
+    """Median training-step times with and without the kernel among the planner's choices (alternating steps)."""
+    x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=CL)
+    y = torch.randint(0, 10, (batch,))
+    runs = []
+    for cpu in (False, True):
+        torch.manual_seed(0)
+        model = create_model(name).to(memory_format=CL)
+        planner = set_conv_planner(model, ConvPlanner(cpu_kernels=cpu))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step(model=model, opt=opt):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        step()  # plans every shape
+        runs.append((step, planner))
+    ts, tm = ab(runs[0][0], runs[1][0], steps)
+    chosen = Counter(kind for kind, _ in runs[1][1].plans.values())
+    return (f"{name}: training step {1e3 * ts:.0f} ms without the kernel, {1e3 * tm:.0f} ms with it ({ts / tm:.2f}x, "
+            f"{batch / ts:.0f} -> {batch / tm:.0f} img/s); plans chosen with it: {dict(chosen)}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["mgiad_c16_g4", "mgiad_l3_c16_g8"])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--steps", type=int, default=0, help="also time whole training steps (0: no)")
     args = p.parse_args()
     perf.tune_allocator()
     if cpu_kernels.load() is None:
@@ -134,6 +165,10 @@ def main() -> None:
                 print(f"| {'x'.join(map(str, xs))} | {groups} | {n} | " + " | ".join(cells) + " |", flush=True)
             print(f"\n{name}: these convolutions, forward + backward, {1e3 * total[0]:.0f} ms per step stock, "
                   f"{1e3 * total[1]:.0f} ms with mgcnn's kernel ({total[0] / total[1]:.2f}x)")
+        if args.steps > 0:
+            print()
+            for name in args.models:
+                print(train_steps_ab(name, args.batch_size, args.steps), flush=True)
 
 
 if __name__ == "__main__":
