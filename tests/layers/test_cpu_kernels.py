@@ -6,6 +6,7 @@ The kernels are compiled once per torch version and CPU (about a minute) into to
 sessions load them at once. Tests that need them skip where they cannot be built (no compiler or ninja)."""
 
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -206,6 +207,15 @@ def test_a_missing_compiler_means_no_kernels_and_a_reason(tmp_path, monkeypatch)
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     module, reason = cpu_kernels.build(tmp_path, quiet=True)
     assert module is None and "/nonexistent/c++" in reason
+
+
+def test_an_unwritable_cache_means_no_kernels_and_a_reason(tmp_path):
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("needs a compiler (without one, the missing compiler is the reason)")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    module, reason = cpu_kernels.build(blocker, quiet=True)
+    assert module is None and "not writable" in reason
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ CFLAGS = ("-O3", "-march=native", "-fopenmp")  # OpenMP: at::parallel_for runs o
 LDFLAGS = ("-fopenmp",)
 NAME = "mgcnn_cpu_kernels"
 _MARKER = "mgcnn-built.txt"  # written after a successful build and import; holds the library's file name
+STALE_LOCK_S = 900  # a build lock older than this was left by a killed build
 
 _reason: str | None = None  # why the kernels are unavailable (None: available or not tried yet)
 
@@ -119,7 +120,13 @@ def build(root: Path | None = None, *, quiet: bool = False) -> tuple[ModuleType 
 
     if not cpp_extension.is_ninja_available():
         return None, "ninja is not installed (pip install ninja)"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = folder / "lock"  # cpp_extension's lock: a build killed half-way leaves it, and the next one would wait
+        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            lock.unlink(missing_ok=True)
+    except OSError as e:
+        return None, f"the cache folder {folder} is not writable ({e.strerror})"
     if not quiet:
         print(f"mgcnn: compiling the CPU convolution kernels once for this torch and CPU (about a minute) in {folder}",
               file=sys.stderr, flush=True)
@@ -130,9 +137,12 @@ def build(root: Path | None = None, *, quiet: bool = False) -> tuple[ModuleType 
                                     build_directory=str(folder), verbose=False)
     except Exception as e:  # noqa: BLE001 - compiler errors, linker errors, import errors: all mean no kernels
         return None, f"building them failed: {_first_error_line(e)}"
-    tmp = folder / (_MARKER + ".tmp")
-    tmp.write_text(Path(module.__file__).name)
-    os.replace(tmp, marker)
+    try:
+        tmp = folder / f"{_MARKER}.{os.getpid()}.tmp"
+        tmp.write_text(Path(module.__file__).name)
+        os.replace(tmp, marker)
+    except OSError:  # the kernels work; only the next process will build (or find the library) again
+        pass
     if not quiet:
         print(f"mgcnn: CPU convolution kernels ready ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     return module, None
