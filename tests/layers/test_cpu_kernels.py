@@ -210,8 +210,10 @@ def test_a_missing_compiler_means_no_kernels_and_a_reason(tmp_path, monkeypatch)
 
 
 def test_an_unwritable_cache_means_no_kernels_and_a_reason(tmp_path):
-    if shutil.which(os.environ.get("CXX", "c++")) is None:
-        pytest.skip("needs a compiler (without one, the missing compiler is the reason)")
+    from torch.utils.cpp_extension import is_ninja_available
+
+    if shutil.which(os.environ.get("CXX", "c++")) is None or not is_ninja_available():
+        pytest.skip("needs a compiler and ninja (without them, their absence is the reason)")
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     module, reason = cpu_kernels.build(blocker, quiet=True)
