@@ -545,7 +545,8 @@ void wgrad_simd(const float* x, const float* dy, float* dw, int64_t N, int H, in
     }
   });
   // sum the chunks in order, then scatter the lanes into dw (C, cg, 3, 3)
-  at::parallel_for(0, nb, grain_for(static_cast<double>(n_chunks) * part_block), [&](int64_t begin, int64_t end) {
+  const double reduce_work = static_cast<double>(n_chunks) * nb * part_block;  // additions: memory-bound, cheap
+  at::parallel_for(0, nb, reduce_work < (1 << 22) ? nb : 1, [&](int64_t begin, int64_t end) {
     std::vector<float> red(part_block);
     for (int64_t k = begin; k < end; ++k) {
       for (size_t v = 0; v < part_block; v += VL) {
