@@ -7,7 +7,9 @@ run in an equivalent formulation, chosen per input shape by a :class:`ConvPlanne
   m = groups is a dense convolution); ``("merge", 1)`` is the stock grouped kernel (:data:`GROUPED`);
 - ``("split", k)``: a conv with one input channel per group and k outputs per group (the resolution transfers
   Pi/R, a depthwise conv with channel multiplier k) as k true depthwise convs whose outputs are interleaved;
-- ``("triton", 1)``: the Triton kernel of :mod:`mgcnn.layers.triton_conv` (CUDA, 3x3, small groups).
+- ``("triton", 1)``: the Triton kernel of :mod:`mgcnn.layers.triton_conv` (CUDA, 3x3, small groups);
+- ``("cpu", 1)``: mgcnn's C++ kernel of :mod:`mgcnn.layers.cpu_conv` (CPU, channels-last, 3x3 stride 1, small
+  groups; compiled on first use, where a compiler is available).
 
 Why several: which is fastest depends on the shape, dtype and machine (oneDNN pads every group to its vector width;
 cuDNN's fp32 grouped kernels are slow). The planner times every candidate on the first call of a shape (forward +
@@ -99,6 +101,10 @@ def grouped_conv(x: Tensor, weight: Tensor, plan: Plan, stride, padding, dilatio
         from .triton_conv import grouped_conv3x3
 
         return grouped_conv3x3(x, weight, stride, groups)
+    if kind == "cpu":
+        from .cpu_conv import grouped_conv3x3 as cpu_grouped_conv3x3
+
+        return cpu_grouped_conv3x3(x, weight, groups)
     if kind == "merge":
         return F.conv2d(x, merge_groups(weight, groups, m), None, stride, padding, dilation, groups // m)
     kh, kw = weight.shape[-2:]
@@ -109,8 +115,10 @@ def grouped_conv(x: Tensor, weight: Tensor, plan: Plan, stride, padding, dilatio
     return torch.stack(ys, dim=2).flatten(1, 2)  # (N, C_out, h, w)
 
 
-def candidates(groups: int, in_per_group: int, out_per_group: int = 1, triton_ok: bool = False) -> list[Plan]:
-    """The formulations worth timing for a conv with these groups (the stock kernel first)."""
+def candidates(groups: int, in_per_group: int, out_per_group: int = 1, triton_ok: bool = False,
+               cpu_ok: bool = False) -> list[Plan]:
+    """The formulations worth timing for a conv with these groups (the stock kernel first). ``triton_ok``,
+    ``cpu_ok``: the Triton (CUDA) or C++ (CPU) kernel supports this convolution."""
     out, m = [GROUPED], 2
     while m <= groups and groups % m == 0 and m * in_per_group <= MAX_MERGED_CHANNELS:
         out.append(("merge", m))
@@ -119,6 +127,8 @@ def candidates(groups: int, in_per_group: int, out_per_group: int = 1, triton_ok
         out.append(("split", out_per_group))
     if triton_ok:
         out.append(("triton", 1))
+    if cpu_ok:
+        out.append(("cpu", 1))
     return out
 
 
@@ -152,19 +162,21 @@ class ConvPlanner:
 
     One planner is shared by the modules of a model (:func:`set_conv_planner`), so a shape that occurs in many
     layers is timed once. ``triton``: consider the Triton kernel on CUDA (default: on unless the environment sets
-    ``MGCNN_TRITON_CONV=0``). In deterministic mode (``torch.use_deterministic_algorithms``) every conv runs the
+    ``MGCNN_TRITON_CONV=0``). ``cpu_kernels``: consider mgcnn's C++ kernel for CPU channels-last inputs (default
+    on; it is compiled on the first shape it applies to, and left out where it cannot be built). In deterministic mode (``torch.use_deterministic_algorithms``) every conv runs the
     stock kernel. ``timer(run, device) -> seconds`` times one candidate (default: the median of 3 calls after one
     warm-up call, which creates the oneDNN primitives or cuDNN plans).
     """
 
-    def __init__(self, *, triton: bool | None = None,
+    def __init__(self, *, triton: bool | None = None, cpu_kernels: bool = True,
                  timer: Callable[[Callable[[], object], torch.device], float] | None = None):
         self.triton = settings().triton_conv if triton is None else bool(triton)
+        self.cpu_kernels = bool(cpu_kernels)
         self.timer = timer or functools.partial(median_time, warmup=1, steps=3)  # a partial pickles, a lambda not
         self.plans: dict[tuple, Plan] = {}
 
     def __repr__(self) -> str:
-        return f"ConvPlanner(triton={self.triton}, {len(self.plans)} shapes planned)"
+        return f"ConvPlanner(triton={self.triton}, cpu_kernels={self.cpu_kernels}, {len(self.plans)} shapes planned)"
 
     def describe(self) -> list[dict]:
         """The plan of every shape timed so far, as plain values (recorded in a run's ``env.json``): input shape,
@@ -198,8 +210,13 @@ class ConvPlanner:
             from .triton_conv import supported
 
             triton_ok = supported(x, conv.weight, conv.stride, conv.padding, conv.dilation, groups)
+        cpu_ok = False
+        if self.cpu_kernels and x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last):
+            from .cpu_conv import supported as cpu_supported  # builds the kernels on first use
+
+            cpu_ok = cpu_supported(x, conv.weight, conv.stride, conv.padding, conv.dilation, groups)
         best, best_t = GROUPED, None
-        for cand in candidates(groups, conv.weight.shape[1], conv.weight.shape[0] // groups, triton_ok):
+        for cand in candidates(groups, conv.weight.shape[1], conv.weight.shape[0] // groups, triton_ok, cpu_ok):
             def run(cand=cand):
                 with torch.set_grad_enabled(needs_grad):
                     y = grouped_conv(xs, w0, cand, conv.stride, conv.padding, conv.dilation, groups)

@@ -1,0 +1,85 @@
+// PyTorch bindings of the grouped 3x3 convolution kernels of conv3x3.cpp (NHWC tensors in, NHWC tensors out).
+#include <torch/extension.h>
+
+#include "conv3x3.h"
+
+namespace {
+
+void check_nhwc(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(t.dim() == 4, name, " must be (N, H, W, C)");
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous NHWC (a channels-last tensor permuted to N, H, W, C)");
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name, " must be float32 or float64");
+  TORCH_CHECK(t.size(1) < (1 << 30) && t.size(2) < (1 << 30) && t.size(3) < (1 << 30), name, " is too large");
+}
+
+void check_weight(const torch::Tensor& w, const torch::Tensor& x) {
+  TORCH_CHECK(w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3, "weight must be (C, C/groups, 3, 3)");
+  TORCH_CHECK(w.scalar_type() == x.scalar_type(), "weight and input must have the same dtype");
+  TORCH_CHECK(w.device().is_cpu(), "weight must be a CPU tensor");
+  const int64_t C = x.size(3), cg = w.size(1);
+  TORCH_CHECK(w.size(0) == C && cg >= 1 && C % cg == 0, "weight (", w.size(0), ", ", cg, ", 3, 3) does not fit ", C,
+              " channels with as many outputs as inputs per group");
+}
+
+// y = conv(x, w) with w (C, cg, 3, 3) already in this convolution's orientation.
+torch::Tensor run_conv(const torch::Tensor& x, const torch::Tensor& w) {
+  auto y = torch::empty_like(x);
+  if (x.numel() == 0) return y;
+  const int64_t N = x.size(0);
+  const int H = static_cast<int>(x.size(1)), W = static_cast<int>(x.size(2)), C = static_cast<int>(x.size(3));
+  const int cg = static_cast<int>(w.size(1));
+  if (x.scalar_type() == at::kFloat)
+    mgcnn_kernels::conv_f32(x.data_ptr<float>(), w.data_ptr<float>(), y.data_ptr<float>(), N, H, W, C, cg);
+  else
+    mgcnn_kernels::conv_f64(x.data_ptr<double>(), w.data_ptr<double>(), y.data_ptr<double>(), N, H, W, C, cg);
+  return y;
+}
+
+// y = conv(x, w): x (N, H, W, C) contiguous, w (C, C/groups, 3, 3).
+torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& w) {
+  check_nhwc(x, "x");
+  check_weight(w, x);
+  return run_conv(x, w.contiguous());
+}
+
+// dx for the output gradient dy (N, H, W, C): the convolution with the flipped, group-transposed weight.
+torch::Tensor input_grad(const torch::Tensor& dy, const torch::Tensor& w) {
+  check_nhwc(dy, "grad_output");
+  check_weight(w, dy);
+  const int64_t C = dy.size(3), cg = w.size(1);
+  auto wt = w.reshape({C / cg, cg, cg, 3, 3}).transpose(1, 2).flip({3, 4}).reshape({C, cg, 3, 3}).contiguous();
+  return run_conv(dy, wt);
+}
+
+// dW (C, cg, 3, 3) for input x and output gradient dy, both (N, H, W, C).
+torch::Tensor weight_grad(const torch::Tensor& x, const torch::Tensor& dy, int64_t cg) {
+  check_nhwc(x, "x");
+  check_nhwc(dy, "grad_output");
+  TORCH_CHECK(x.sizes() == dy.sizes() && x.scalar_type() == dy.scalar_type(), "x and grad_output must match");
+  const int64_t N = x.size(0), C = x.size(3);
+  TORCH_CHECK(cg >= 1 && C % cg == 0, "channels per group must divide the channels");
+  auto dw = torch::zeros({C, cg, 3, 3}, x.options());
+  if (x.numel() == 0) return dw;
+  const int H = static_cast<int>(x.size(1)), W = static_cast<int>(x.size(2));
+  if (x.scalar_type() == at::kFloat)
+    mgcnn_kernels::wgrad_f32(x.data_ptr<float>(), dy.data_ptr<float>(), dw.data_ptr<float>(), N, H, W,
+                             static_cast<int>(C), static_cast<int>(cg));
+  else
+    mgcnn_kernels::wgrad_f64(x.data_ptr<double>(), dy.data_ptr<double>(), dw.data_ptr<double>(), N, H, W,
+                             static_cast<int>(C), static_cast<int>(cg));
+  return dw;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "Grouped 3x3 stride-1 convolutions with few channels per group on NHWC CPU tensors (mgcnn)";
+  m.attr("isa") = mgcnn_kernels::isa();
+  m.attr("vector_lanes") = mgcnn_kernels::vector_lanes();
+  auto nogil = py::call_guard<py::gil_scoped_release>();
+  m.def("forward", &forward, "y = conv(x, w), NHWC", py::arg("x"), py::arg("weight"), nogil);
+  m.def("input_grad", &input_grad, "dx from dy, NHWC", py::arg("grad_output"), py::arg("weight"), nogil);
+  m.def("weight_grad", &weight_grad, "dW from x and dy, NHWC", py::arg("x"), py::arg("grad_output"),
+        py::arg("channels_per_group"), nogil);
+}
