@@ -14,6 +14,7 @@ after one warning naming the cause, and the callers keep PyTorch's stock kernels
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.machinery
@@ -22,6 +23,7 @@ import os
 import platform
 import shutil
 import sys
+import sysconfig
 import time
 import warnings
 from pathlib import Path
@@ -118,8 +120,28 @@ def build(root: Path | None = None, *, quiet: bool = False) -> tuple[ModuleType 
         return None, f"no C++ compiler (CXX={cxx!r} is not on PATH)"
     from torch.utils import cpp_extension
 
-    if not cpp_extension.is_ninja_available():
-        return None, "ninja is not installed (pip install ninja)"
+    with _scripts_on_path():  # the ninja of this environment's pip (a dependency) even when it is not activated
+        if not cpp_extension.is_ninja_available():
+            return None, "ninja is not installed (pip install ninja)"
+        return _build(cpp_extension, name, folder, marker, quiet)
+
+
+@contextlib.contextmanager
+def _scripts_on_path():
+    """This interpreter's scripts folder (a venv's bin/) first on PATH while the build runs, then PATH as it was."""
+    scripts, path = sysconfig.get_path("scripts"), os.environ.get("PATH", "")
+    if not scripts or scripts in path.split(os.pathsep):
+        yield
+        return
+    os.environ["PATH"] = scripts + os.pathsep + path
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = path
+
+
+def _build(cpp_extension, name: str, folder: Path, marker: Path, quiet: bool):
+    """Compile the kernels into ``folder`` (the rest of :func:`load`)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock = folder / "lock"  # cpp_extension's lock: a build killed half-way leaves it, and the next one would wait
@@ -154,8 +176,9 @@ def load() -> ModuleType | None:
     global _reason
     module, _reason = build()
     if module is None:
-        warnings.warn(f"mgcnn: using PyTorch's stock convolutions, its own CPU kernels are unavailable: {_reason}",
-                      RuntimeWarning, stacklevel=2)
+        # warn_explicit with a file name that has no source: Python prints the warning as one line, no code under it
+        warnings.warn_explicit(f"using PyTorch's stock convolutions, its own CPU kernels are unavailable: {_reason}",
+                               RuntimeWarning, filename="mgcnn", lineno=0, module="mgcnn.layers.cpu_kernels")
     return module
 
 
