@@ -84,3 +84,24 @@ def test_a_sweep_into_a_closed_pipe_runs_every_run(data_root, tmp_path):
     first, rc, err = _closed_pipe_run(["sweep", str(study), "--out", str(tmp_path / "sw")])
     assert rc == 0 and "Traceback" not in err, err
     assert len(list((tmp_path / "sw").rglob("result.json"))) == 2
+
+
+def test_probed_edges_of_eval_spectrum_bench_and_out_folders(data_root, tmp_path, capsys):
+    """Found by probing: eval and spectrum refused a run directory; an --out that is a file gave errno's "File
+    exists" (after a whole evaluation); bench --csv DIR failed only after measuring."""
+    from mgcnn.train import train
+    from tests.helpers import one_error_line, quiet, tiny
+
+    run = tmp_path / "run"
+    train(tiny(data_root, run, epochs=1), **quiet)
+    assert cli.main(["eval", str(run)]) == 0  # the run directory stands for its checkpoint
+    assert "test accuracy" in capsys.readouterr().out
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args in (["eval", str(run), "--per-class", "--out", str(afile)],
+                 ["spectrum", "--checkpoint", str(run), "--out", str(afile)],
+                 ["report", str(run), "--out", str(afile)],
+                 ["bench", "--models", "resnet20", "--csv", str(tmp_path)]):
+        assert cli.main(args) == 2, args
+        line = one_error_line(capsys)
+        assert "is a file, not a folder" in line or "is a folder; name a file" in line, line

@@ -333,3 +333,23 @@ def test_mgcnn_export_onnx_writes_a_model_with_its_preprocessing(run, tmp_path, 
     assert np.abs(out - ref).max() <= 1e-4
     recorded = json.loads((run / "result.json").read_text())["test_acc"]
     assert 100.0 * (out.argmax(1) == labels).mean() == pytest.approx(recorded)
+
+
+def test_export_never_replaces_files_it_did_not_write_and_names_what_to_load(run, tmp_path, capsys):
+    """Found by probing: `mgcnn export` replaced a user's own config.json; into another run's folder its load hint
+    loaded that run instead."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    assert cli.main(["export", str(run), "--out", str(mine)]) == 2
+    assert "holds config.json that no mgcnn export wrote" in capsys.readouterr().err
+    assert (mine / "config.json").read_text() == '{"my": "settings"}'
+    other = tmp_path / "other"
+    train(TrainConfig(**{**TINY, "data_dir": str(run.parent / "data"), "out": str(other), "epochs": 1, "seed": 1}),
+          **quiet)
+    assert cli.main(["export", str(run), "--out", str(other)]) == 0
+    hint = capsys.readouterr().out
+    assert f"mgcnn.load_model('{other / 'model.safetensors'}')" in hint
+    exported = mgcnn.load_model(other / "model.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(exported.state_dict().values(),
+                                                 mgcnn.load_model(run).state_dict().values()))

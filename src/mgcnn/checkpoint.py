@@ -86,6 +86,16 @@ def content_checksum(state: Any) -> str:
     return h.hexdigest()
 
 
+def _zip_names(path: Path) -> list[str]:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return []
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` atomically with a content checksum (``"checksum"``) that :func:`load_checkpoint` verifies.
 
@@ -158,6 +168,9 @@ def _not_a_checkpoint(path: Path, e: BaseException) -> str:
         if "PytorchStreamReader failed reading" in text or isinstance(e, OSError):  # torch's reader: EINVAL
             return (f"{path} is damaged or truncated (torch cannot read its zip archive: a copy cut short, a bad "
                     "disk); use an intact copy")
+        if any(name.endswith("data.pkl") for name in _zip_names(path)):  # torch.save's layout, unreadable: damaged
+            return (f"{path} is damaged (torch.save wrote it, but its pickled part no longer reads: a flipped byte, "
+                    "a bad disk or copy); use an intact copy")
         return f"{path} is not an mgcnn checkpoint (a zip archive that torch.save did not write)"
     if head[:1] == b"\x80":
         return f"{path} is not an mgcnn checkpoint (a pickle that torch.save did not write; it is not unpickled)"

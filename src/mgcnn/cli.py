@@ -60,13 +60,17 @@ def build_train_config(args: argparse.Namespace):
     from pathlib import Path
 
     from .checkpoint import load_checkpoint
+    from .fileio import DirectoryLock, is_locked
     from .train.config import read_yaml_fields, resolve_config
-    from .train.rundir import RunPaths
+    from .train.rundir import RunLockedError, RunPaths
 
     if args.resume and (args.recipe or args.config):
         raise ValueError("--resume takes the run's own config from its checkpoint; drop --recipe/--config "
                          "(flags and --set can still change epochs, device, threads, ...)")
     record, layers = None, []
+    if args.resume and is_locked(args.resume):
+        raise RunLockedError(f"{args.resume} is being trained by {DirectoryLock(args.resume).holder()}; wait for it "
+                             "to finish before resuming it")
     if args.resume:
         record = load_checkpoint(RunPaths(args.resume).checkpoint, require=("config",))["config"]
         layers.append({"out": args.resume})
@@ -105,6 +109,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_path(path: str) -> str:
+    """A run directory stands for its checkpoint.pt (as in load_model and export)."""
+    from pathlib import Path
+
+    from .checkpoint import CHECKPOINT_FILE
+
+    return str(Path(path) / CHECKPOINT_FILE) if Path(path).is_dir() else path
+
+
+def _out_folder(path, flag: str = "--out") -> None:
+    """An output folder that exists as a file is one clear line before any work (not errno's "File exists")."""
+    from pathlib import Path
+
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise ValueError(f"{flag} {path} is a file, not a folder; choose another {flag}")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint on a test split: top-1 (and top-5), optionally per class with a confusion matrix."""
     import json
@@ -113,6 +134,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .analysis import write_confusion
     from .train import evaluate_checkpoint
 
+    args.checkpoint = _checkpoint_path(args.checkpoint)
+    if args.per_class:
+        _out_folder(args.out or Path(args.checkpoint).parent)
     res = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
                               tta_flip=args.tta_flip)
     files = []
@@ -144,9 +168,11 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 
     if bool(args.model) == bool(args.checkpoint):
         raise ValueError("pass exactly one of --model NAME or --checkpoint PATH")
+    _out_folder(args.out)
     if args.checkpoint:
         from .checkpoint import load_checkpoint, model_from_checkpoint
 
+        args.checkpoint = _checkpoint_path(args.checkpoint)
         state = load_checkpoint(args.checkpoint, require=("model", "config", "epoch"))
         model = model_from_checkpoint(state, args.checkpoint)
         label = f"{model.model_name} (checkpoint {args.checkpoint}, epoch {state['epoch']})"
@@ -188,6 +214,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Aggregate the finished runs under DIR into report.csv, report.md and accuracy_vs_weights.png."""
     from .sweep import aggregate, collect, load_study, write_report
 
+    from pathlib import Path
+
+    if not Path(args.dir).exists():
+        raise FileNotFoundError(f"{args.dir} does not exist; name a sweep folder (mgcnn sweep --out) or run directories")
+    _out_folder(args.out)
     study = load_study(args.study) if args.study else None
     skipped = []
 
@@ -212,9 +243,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Training/inference throughput, FLOPs and efficiency vs the dense GEMM ceiling, ratios vs ResNet20/18."""
     import json
+    from pathlib import Path
 
     from .bench import DEFAULT_MODELS, expand_models, format_table, run_bench, write_csv
 
+    if args.csv is not None and Path(args.csv).is_dir():  # before minutes of measuring, not after
+        raise ValueError(f"--csv {args.csv} is a folder; name a file, e.g. {Path(args.csv) / 'bench.csv'}")
     models = expand_models(args.models or DEFAULT_MODELS)
     report = run_bench(models, isolate=not args.no_isolate, device=args.device, batch_size=args.batch_size,
                        in_channels=args.in_channels, image_size=args.image_size, warmup=args.warmup, steps=args.steps,
@@ -324,7 +358,9 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"{meta['pretrained_cfg']['input_size']}, {meta['pretrained_cfg']['input_size']}) float32, normalised "
               "as mgcnn.transforms_for does (mean/std in its metadata 'mgcnn'), output 'logits'")
     else:
-        print(f"wrote {out}/model.safetensors and {out}/config.json; load with mgcnn.load_model({str(out)!r})")
+        # a folder that holds a checkpoint (a run directory) loads as that run: name the export itself
+        target = out / "model.safetensors" if (out / "checkpoint.pt").exists() else out
+        print(f"wrote {out}/model.safetensors and {out}/config.json; load with mgcnn.load_model({str(target)!r})")
     return 0
 
 

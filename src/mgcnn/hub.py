@@ -254,6 +254,10 @@ def _write_folder(out: Path, files: dict[str, bytes], *, last: str) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fresh = not out.exists()
+    foreign = [name for name in files if (out / name).exists() and not _ours(out / name)]
+    if foreign:
+        raise ValueError(f"{out} holds {', '.join(foreign)} that no mgcnn export wrote; export into an empty or new "
+                         "folder (--out), or move those files away")
     # a hidden sibling of a new out, or a hidden folder inside an existing one: on the same file system either way.
     # Not named .*.part: the run directory's clean-up of stale temporary files removes files, not folders.
     stage = (out.parent if fresh else out) / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.export-tmp"
@@ -271,6 +275,21 @@ def _write_folder(out: Path, files: dict[str, bytes], *, last: str) -> None:
             _fsync_dir(out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _ours(path: Path) -> bool:
+    """Whether ``path`` is a file an mgcnn export wrote (its config.json names an mgcnn format, its weights sit
+    beside such a config, its ONNX file carries mgcnn's metadata)."""
+    try:
+        if path.name == EXPORT_CONFIG:
+            return str(json.loads(path.read_text()).get("format", "")).startswith("mgcnn-")
+        if path.name == EXPORT_WEIGHTS:
+            return _ours(path.parent / EXPORT_CONFIG)
+        if path.name == ONNX_FILE:
+            return bool(onnx_metadata(path))
+    except Exception:  # noqa: BLE001 - unreadable, not JSON, not ONNX: not ours
+        return False
+    return False
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -29,7 +29,7 @@ class Settings:
     malloc_default: bool  # MGCNN_MALLOC=default
     conv_autotune: bool  # MGCNN_CONV_AUTOTUNE != 0
     triton_conv: bool  # MGCNN_TRITON_CONV != 0
-    dist_timeout: float  # MGCNN_DIST_TIMEOUT, seconds
+    dist_timeout: str  # MGCNN_DIST_TIMEOUT, seconds (checked where a distributed run uses it)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -38,15 +38,8 @@ class Settings:
 def settings() -> Settings:
     """The switches as the environment sets them now."""
     env = os.environ
-    raw_timeout = env.get("MGCNN_DIST_TIMEOUT", "600")
-    try:
-        dist_timeout = float(raw_timeout)
-    except ValueError:
-        dist_timeout = -1.0
-    if not dist_timeout > 0:
-        raise ValueError(f"the environment variable MGCNN_DIST_TIMEOUT={raw_timeout!r} must be a number of seconds > 0")
     return Settings(data=env.get("MGCNN_DATA") or None,
                     malloc_default=env.get("MGCNN_MALLOC", "").lower() == "default",
                     conv_autotune=env.get("MGCNN_CONV_AUTOTUNE", "1") != "0",
                     triton_conv=env.get("MGCNN_TRITON_CONV", "1") != "0",
-                    dist_timeout=dist_timeout)
+                    dist_timeout=env.get("MGCNN_DIST_TIMEOUT", "600"))

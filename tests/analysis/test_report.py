@@ -147,3 +147,32 @@ def test_spectrum_without_matplotlib_writes_nothing_and_names_no_plots(tmp_path,
     assert cli.main(["spectrum", "--model", "mgnet", "--model-arg", "widths=[4, 8]", "--grid", "4",
                      "--out", str(out), "--no-plots"]) == 0
     assert (out / "summary.md").is_file()
+
+
+def test_probed_edges_of_reports_plots_and_spectra(tmp_path, capsys):
+    """Found by probing: `spectrum --grid 0` computed the default grids; `plot` gave up on every run for one without
+    an epoch; `report` of a missing folder blamed damaged runs; an impossible accuracy was reported as fact."""
+    import json
+
+    from mgcnn import cli
+    from mgcnn.analysis.report import DamagedRunFile, read_run_file
+
+    assert cli.main(["spectrum", "--model", "mgnet", "--model-arg", "widths=[4, 8]", "--grid", "0",
+                     "--out", str(tmp_path / "sp"), "--no-plots"]) == 2
+    assert "grid=0 is invalid" in capsys.readouterr().err
+    good, empty = tmp_path / "good", tmp_path / "empty"
+    for d in (good, empty):
+        d.mkdir()
+    (good / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 1.0, "train_acc": 50.0, "lr": 0.1})
+                                        + "\n")
+    (empty / "metrics.jsonl").write_text("")
+    pytest.importorskip("matplotlib")
+    assert cli.main(["plot", str(good), str(empty), "--out", str(tmp_path / "c.png")]) == 0
+    captured = capsys.readouterr()
+    assert "holds no finished epoch yet; the run is left out" in captured.err and (tmp_path / "c.png").is_file()
+    assert cli.main(["report", str(tmp_path / "nope")]) == 2
+    assert "nope does not exist" in capsys.readouterr().err
+    bad = tmp_path / "result.json"
+    bad.write_text(json.dumps({"test_acc": 1e9, "train_acc": 50.0, "params": 10, "epochs": 1}))
+    with pytest.raises(DamagedRunFile, match="test_acc.*percentage"):
+        read_run_file(bad)

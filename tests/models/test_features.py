@@ -68,3 +68,13 @@ def test_bad_indices_are_one_clear_error():
             model.forward_intermediates(x, indices=bad)
     with pytest.raises(ValueError, match="output_fmt"):
         model.forward_intermediates(x, output_fmt="NHWC")
+
+
+def test_feature_options_are_checked():
+    """Found by probing: out_indices without features_only was ignored; float indices gave a raw TypeError."""
+    with pytest.raises(ValueError, match="pass features_only=True"):
+        mgcnn.create_model("resnet20", out_indices=[1])
+    with pytest.raises(ValueError, match="features_only='no' must be True or False"):
+        mgcnn.create_model("resnet20", features_only="no")
+    with pytest.raises(ValueError, match="list of ints"):
+        mgcnn.create_model("resnet20", features_only=True, out_indices=[1.0])

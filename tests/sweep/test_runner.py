@@ -277,3 +277,24 @@ def test_sweeps_adding_to_one_index_at_once_keep_every_run(tmp_path):
     lines = (tmp_path / "sw" / "index.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["run_id"] for x in lines if x != '{"run_id": "abc"') == sorted(s.run_id for s in specs)
     assert '{"run_id": "abc"' in lines and not (tmp_path / "sw" / ".lock").exists()
+
+
+def test_a_damaged_result_beside_a_checkpoint_is_repaired_by_the_next_sweep(data_dir, tmp_path):
+    """Found by probing: a rerun sweep skipped a run whose result.json was damaged, so it could never be repaired."""
+    out = tmp_path / "sw"
+    st = tiny_study(data_dir, rows=[{"label": "a"}], seeds=1)
+    run_sweep(st, out, log=lambda s: None)
+    (result,) = out.glob("runs/*/result.json")
+    good = json.loads(result.read_text())
+    result.write_text(result.read_text()[:20])  # truncated
+    outcomes = run_sweep(st, out, log=lambda s: None)
+    assert [o.status for o in outcomes] == ["finished"]
+    assert json.loads(result.read_text())["test_acc"] == good["test_acc"]  # rewritten from the checkpoint's records
+
+
+def test_a_sweep_under_leftover_torchrun_variables_is_refused_once(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match="mgcnn sweep starts its trainers itself, but WORLD_SIZE is set"):
+        run_sweep(tiny_study(data_dir, seeds=1), tmp_path / "sw", log=lambda s: None)
+    assert not list((tmp_path / "sw").rglob("error.txt"))

@@ -118,3 +118,16 @@ def test_a_config_that_is_not_a_train_config_is_a_clear_error_or_read_as_fields(
             as_train_config(bad)
     with pytest.raises(ValueError, match="unknown config field"):
         as_train_config({"epoch": 3})
+
+
+def test_yaml_booleans_for_a_string_field_and_the_first_refused_resume_field(capsys, data_root, tmp_path):
+    """Found by probing: `--set amp=off` (YAML reads off as false) said only "must be a string"; a resume that changed
+    a fixed field and epochs reported the epochs problem with the rejected value."""
+    from tests.helpers import one_error_line
+
+    assert cli.main(["train", "--set", "amp=off", "--print-config"]) == 2
+    assert "quote it" in one_error_line(capsys)
+    run = tmp_path / "run"
+    train(tiny(data_root, run, epochs=2, schedule="step", train_size=24), stop_after=1, **quiet)
+    assert cli.main(["train", "--resume", str(run), "--epochs", "3", "--set", "full_size_epochs=2"]) == 2
+    assert "cannot change full_size_epochs (1 -> 2)" in one_error_line(capsys)

@@ -106,3 +106,24 @@ def test_devices_are_checked_once_with_one_line_in_train_eval_bench_and_sweep(da
     assert cli.main(["sweep", str(study), "--out", str(tmp_path / "sw")]) == 2
     assert name in one_error_line(capsys)
     assert not list((tmp_path / "sw").rglob("error.txt"))  # no run was started only to fail
+
+
+def test_a_bad_dist_timeout_or_a_missing_rank_is_one_line_where_it_matters(data_root, tmp_path, capsys, monkeypatch):
+    """Found by probing: a bad MGCNN_DIST_TIMEOUT crashed every command; WORLD_SIZE without RANK read as a
+    rendezvous timeout."""
+    from mgcnn import cli
+    from tests.helpers import TINY_ARGS, one_error_line
+
+    monkeypatch.setenv("MGCNN_DIST_TIMEOUT", "abc")
+    assert cli.main(["models", "resnet20"]) == 0  # nothing distributed: the variable does not matter
+    capsys.readouterr()
+    args = ["train", *TINY_ARGS, "--data-dir", str(data_root), "--out", str(tmp_path / "r"), "--epochs", "1"]
+    for value in ("abc", "inf", "1e30", "0"):
+        monkeypatch.setenv("MGCNN_DIST_TIMEOUT", value)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", "0")
+        assert cli.main(args) == 2
+        assert f"MGCNN_DIST_TIMEOUT={value!r} must be a number of seconds" in one_error_line(capsys)
+    monkeypatch.delenv("RANK")
+    assert cli.main(args) == 2
+    assert "WORLD_SIZE=2 but RANK is not set" in one_error_line(capsys)

@@ -175,3 +175,34 @@ def test_a_dangling_symlink_out_and_an_unwritable_lock_say_what_they_are(data_ro
                      "--epochs", "1"]) == 2
     line = one_error_line(capsys)
     assert "Permission denied" in line and "being trained" not in line and "check the permissions" in line
+
+
+def test_overwrite_also_deletes_an_onnx_export_and_a_report_and_a_foreign_result_is_named(data_root, tmp_path,
+                                                                                         capsys):
+    """Found by probing: --overwrite kept RUN/model.onnx and a report written into the run folder; a foreign
+    result.json read as a finished run."""
+    run = tmp_path / "run"
+    train(tiny(data_root, run, epochs=1), **quiet)
+    for name in ("model.onnx", "report.md", "report.csv", "accuracy_vs_weights.png"):
+        (run / name).write_text("derived from the old run")
+    train(tiny(data_root, run, epochs=1, seed=1), overwrite=True, **quiet)
+    assert not {"model.onnx", "report.md", "report.csv", "accuracy_vs_weights.png"} & {p.name for p in run.iterdir()}
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "result.json").write_text('{"x": 1}')
+    assert cli.main(["train", *TINY_ARGS, "--data-dir", str(data_root), "--out", str(foreign), "--epochs", "1"]) == 2
+    assert "holds result.json that no mgcnn run wrote" in one_error_line(capsys)
+
+
+def test_resuming_a_run_that_another_process_trains_says_so(data_root, tmp_path, capsys):
+    """Found by probing: a resume while another process trained the run (before its first checkpoint) said "no
+    checkpoint"."""
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = DirectoryLock(run)
+    assert lock.acquire()
+    try:
+        assert cli.main(["train", "--resume", str(run)]) == 2
+        assert "is being trained by" in one_error_line(capsys)
+    finally:
+        lock.release()

@@ -147,8 +147,10 @@ class DamagedRunFile(ValueError):
 
 
 _NUMBER, _INTEGER, _TEXT, _MAPPING = "a number", "an integer", "a string", "a mapping"
+_PERCENT = "a percentage (0-100)"
 _KINDS: dict[str, Callable[[Any], bool]] = {
     _NUMBER: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    _PERCENT: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 100,
     _INTEGER: lambda v: isinstance(v, int) and not isinstance(v, bool),
     _TEXT: lambda v: isinstance(v, str),
     _MAPPING: lambda v: isinstance(v, dict),
@@ -157,12 +159,12 @@ _KINDS: dict[str, Callable[[Any], bool]] = {
 # What each run file holds: its format, the keys every record must have and the keys it may have (None or of the
 # kind given). Records may hold more keys than these; these are the ones the reports and plots read.
 RUN_FILES: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
-    "result.json": ("json", {"test_acc": _NUMBER, "train_acc": _NUMBER, "params": _INTEGER, "epochs": _INTEGER},
+    "result.json": ("json", {"test_acc": _PERCENT, "train_acc": _PERCENT, "params": _INTEGER, "epochs": _INTEGER},
                     {"params_no_head": _INTEGER}),
     "config.yaml": ("yaml", {"model": _TEXT, "dataset": _TEXT, "epochs": _INTEGER, "seed": _INTEGER},
                     {"model_kwargs": _MAPPING}),
-    "metrics.jsonl": ("jsonl", {"epoch": _INTEGER}, {"train_loss": _NUMBER, "train_acc": _NUMBER, "lr": _NUMBER,
-                                                     "test_loss": _NUMBER, "test_acc": _NUMBER, "val_acc": _NUMBER}),
+    "metrics.jsonl": ("jsonl", {"epoch": _INTEGER}, {"train_loss": _NUMBER, "train_acc": _PERCENT, "lr": _NUMBER,
+                                                     "test_loss": _NUMBER, "test_acc": _PERCENT, "val_acc": _PERCENT}),
     "index.jsonl": ("jsonl", {"run_id": _TEXT}, {"label": _TEXT, "paper": _MAPPING, "grid": _MAPPING,
                                                  "seed": _INTEGER}),
 }
@@ -266,23 +268,28 @@ def read_run_metrics(paths: Iterable[str | Path], *,
     the same name) is replaced by the path as given. Raises ``FileNotFoundError`` for a path without
     ``metrics.jsonl`` and ``ValueError`` for a run without a finished epoch. A damaged metrics file (not JSON
     lines, a record without its epoch, a loss, accuracy or lr that is not a number: :func:`read_run_file`) raises
-    :class:`DamagedRunFile` naming it and its line; with ``skip``, that run is left out and ``skip`` is called with
-    the one-line message instead (``mgcnn plot`` prints it and plots the other runs).
+    :class:`DamagedRunFile` naming it and its line. With ``skip``, any of these runs is left out and ``skip`` is
+    called with the one-line message instead (``mgcnn plot`` prints it and plots the other runs).
     """
     runs: dict[str, list[dict]] = {}
     for run in paths:
         path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
+        problem: Exception | None = None
+        records: list[dict] = []
         if not path.is_file():
-            raise FileNotFoundError(f"{run}: no metrics.jsonl (pass run directories written by mgcnn train)")
-        try:
-            records = read_run_file(path, "metrics.jsonl")
-        except DamagedRunFile as e:
+            problem = FileNotFoundError(f"{run}: no metrics.jsonl (pass run directories written by mgcnn train)")
+        else:
+            try:
+                records = read_run_file(path, "metrics.jsonl")
+            except DamagedRunFile as e:
+                problem = e
+            if problem is None and not records:
+                problem = ValueError(f"{path} holds no finished epoch yet")
+        if problem is not None:
             if skip is None:
-                raise
-            skip(f"{e}; the run is left out")
+                raise problem
+            skip(f"{problem}; the run is left out")
             continue
-        if not records:
-            raise ValueError(f"{path} holds no finished epoch yet")
         label = Path(run).name if Path(run).is_dir() else str(run)
         runs[label if label not in runs else str(run)] = records  # same folder names: tell them apart
     return runs

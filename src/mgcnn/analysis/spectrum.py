@@ -17,7 +17,8 @@ def model_spectra(model: nn.Module, grid: int | None = None) -> dict[str, Tensor
 
     ``grid=None`` uses each level's own resolution for 32 x 32 inputs (32, 16, 8, ...).
     """
-    return {e.name: operator_eigenvalues(e.operator, grid or max(32 >> (e.level - 1), 2))
+    _check_grid(grid)
+    return {e.name: operator_eigenvalues(e.operator, grid if grid is not None else max(32 >> (e.level - 1), 2))
             for e in level_operators(model)}
 
 
@@ -39,6 +40,12 @@ def spectrum_summary(eigs: Tensor) -> dict[str, float]:
     }
 
 
+def _check_grid(grid: int | None) -> None:
+    if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int) or grid < 1):
+        raise ValueError(f"grid={grid!r} is invalid; the periodic grid must be a positive integer (or none: each "
+                         "level's own resolution)")
+
+
 def model_smoothing_factors(model: nn.Module, grid: int | None = None) -> dict[str, float]:
     """Smoothing factor of every smoother in a multigrid model, keyed like :func:`model_spectra`.
 
@@ -48,7 +55,7 @@ def model_smoothing_factors(model: nn.Module, grid: int | None = None) -> dict[s
     """
     out: dict[str, float] = {}
     for i, level in enumerate(model.levels):
-        n = grid or max(32 >> i, 2)
+        n = grid if grid is not None else max(32 >> i, 2)
         sm = level.smoother
         roots = sm.roots()
         if roots is not None:  # a polynomial smoother: max |q(lambda)| over the level's spectrum

@@ -104,6 +104,8 @@ def feature_take_indices(n: int, indices: int | Sequence[int] | None) -> list[in
             raise ValueError(f"indices={indices} must be between 1 and the {n} feature levels")
         return list(range(n - indices, n))
     try:
+        if any(isinstance(i, bool) or not isinstance(i, int) for i in indices):
+            raise TypeError
         out = sorted({i % n if -n <= i < n else _bad_index(i, n) for i in indices})
     except TypeError:
         raise ValueError(f"indices={indices!r} must be None, an int or a list of ints") from None

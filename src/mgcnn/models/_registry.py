@@ -100,6 +100,10 @@ def create_model(name: str, *, features_only: bool = False, out_indices: int | S
     if "pretrained" in kwargs:
         raise ValueError("mgcnn.models.create_model builds architectures only; load trained weights with "
                          "mgcnn.create_model(name, pretrained=PATH) or mgcnn.load_model(PATH)")
+    if not isinstance(features_only, bool):
+        raise ValueError(f"features_only={features_only!r} must be True or False")
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices chooses the levels of a feature extractor: pass features_only=True with it")
     overrides = {k: v for k, v in kwargs.items() if v is not None}
     model = info.builder(**{**info.kwargs, **overrides})
     return as_features(model, out_indices) if features_only else model

@@ -33,7 +33,7 @@ from typing import Any
 from ..analysis.report import DamagedRunFile, read_run_file
 from ..fileio import DirectoryLock, atomic_write_text, is_locked
 from ..train.config import RESUME_MUTABLE, TrainConfig, save_yaml
-from ..train.process import available_cpus, resolve_device
+from ..train.process import available_cpus, dist_env, resolve_device
 from ..train.rundir import RunLockedError, RunPaths
 from .study import RunSpec, Study, expand
 
@@ -68,8 +68,8 @@ class TrainJob:
 
     def __call__(self, cfg_dict: dict[str, Any]) -> dict[str, Any]:
         out = Path(cfg_dict["out"])
-        if (out / "result.json").is_file():  # finished meanwhile (another sweep, or before a requeue)
-            return json.loads((out / "result.json").read_text())
+        if _finished(out):  # finished meanwhile (another sweep, or before a requeue)
+            return json.loads(RunPaths(out).result.read_text())
         return _run_in_process(cfg_dict, (out / "checkpoint.pt").is_file())
 
     def checkpoint(self, cfg_dict: dict[str, Any]):
@@ -217,6 +217,9 @@ def run_sweep(
     _check_data([r for r, _ in todo])  # before anything is written
     if executor == "local":  # a cluster's runs train on its nodes, whose devices this machine cannot see
         _check_devices([r for r, _ in todo])
+        if dist_env().world_size > 1:  # every trainer would wait for peers that never come
+            raise ValueError("mgcnn sweep starts its trainers itself, but WORLD_SIZE is set (a torchrun variable): "
+                             "unset WORLD_SIZE and RANK to sweep")
     (out / "runs").mkdir(parents=True, exist_ok=True)
     write_index(out, runs)
     elsewhere = sum(o.status == "running elsewhere" for o in outcomes.values())
@@ -272,11 +275,27 @@ def run_sweep(
 def _state(r: RunSpec) -> str:
     """"skipped" (finished), "running elsewhere" (locked by a live process), "resume" or "new"."""
     d = Path(r.config.out)
-    if (d / "result.json").is_file():
+    if _finished(d):
         return "skipped"
     if is_locked(d):
         return "running elsewhere"
     return "resume" if (d / "checkpoint.pt").is_file() else "new"
+
+
+def _finished(run: Path) -> bool:
+    """Whether ``run`` has finished: it holds a result, and that result is intact or cannot be repaired (a damaged
+    result beside a checkpoint is not finished: resuming, which for a finished run only rewrites the result,
+    repairs it)."""
+    from ..analysis.report import DamagedRunFile, read_run_file
+
+    paths = RunPaths(run)
+    try:
+        read_run_file(paths.result)
+    except FileNotFoundError:
+        return False
+    except DamagedRunFile:
+        return not paths.checkpoint.is_file()
+    return True
 
 
 def _refuse_duplicates(runs: list[RunSpec]) -> None:
@@ -304,7 +323,10 @@ def _check_devices(runs: list[RunSpec]) -> None:
     """Every device the runs ask for must exist on this machine before the first run starts (local executors:
     the runs train here): a missing GPU is one clear error, not one failure per run."""
     for device in sorted({r.config.device for r in runs}):
-        resolve_device(device)
+        try:
+            resolve_device(device)
+        except ValueError as e:  # the trainers' flag is the sweep's --set
+            raise ValueError(str(e).replace("use --device cpu", "use --set device=cpu")) from None
 
 
 def jobs_threads(jobs: int, cpus: int | None = None) -> int:

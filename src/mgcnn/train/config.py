@@ -215,6 +215,9 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
             raise ValueError(f"{name}={value!r} is invalid; it must be a finite number")
         return base(value)
     if base is str:
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans: `--set amp=off` is amp=False
+            raise ValueError(f"{name}={value!r} is invalid; it must be a string (YAML reads off, on, no and yes as "
+                             f"true/false: quote it, e.g. {name}: 'off' or --set {name}=\"'off'\")")
         if not isinstance(value, str):
             raise bad
         return value

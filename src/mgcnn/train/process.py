@@ -78,6 +78,9 @@ def dist_env() -> DistEnv:
     world_size = _env_int("WORLD_SIZE", 1, 1)
     if world_size == 1:
         return DistEnv()
+    if not os.environ.get("RANK", "").strip():
+        raise ValueError(f"the environment says WORLD_SIZE={world_size} but RANK is not set (torchrun sets both); "
+                         "launch with torchrun, or unset WORLD_SIZE to train in one process")
     rank, local_rank = _env_int("RANK", 0, 0), _env_int("LOCAL_RANK", 0, 0)
     if rank >= world_size:
         raise ValueError(f"the environment says RANK={rank} but WORLD_SIZE={world_size}: ranks run from 0 to "
@@ -169,7 +172,14 @@ def _init_process_group(backend: str, env: DistEnv, log: Callable[[str], None] |
     look exactly like a launch whose peers have not started yet)."""
     import datetime
 
-    timeout = settings().dist_timeout
+    raw = settings().dist_timeout
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = float("nan")
+    if not 0 < timeout <= 7 * 86400:  # NaN fails too; timedelta and the store need a finite number of seconds
+        raise ValueError(f"the environment variable MGCNN_DIST_TIMEOUT={raw!r} must be a number of seconds between 0 "
+                         "and 604800 (a week)")
     where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
     if env.rank == 0:
         (log or (lambda s: print(s, flush=True)))(

@@ -82,6 +82,14 @@ def resume_changes(saved: dict[str, Any], cfg: TrainConfig, done: int = 0) -> di
     now = cfg.to_dict()
     saved = TrainConfig.from_record(saved).to_dict()  # fields added since the checkpoint: as if they did not exist
     changed = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+    fixed = {k: d for k, d in changed.items() if k not in RESUME_MUTABLE}
+    if fixed:
+        what = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in fixed.items())
+        raise CheckpointError(
+            f"--resume cannot change {what}: the checkpoint was trained with the saved values and its optimizer "
+            f"state and recorded config follow them. Fields that may change on resume: {', '.join(RESUME_MUTABLE)}. "
+            "Start a new run (another --out) to change the others."
+        )
     if "epochs" in changed:
         if cfg.epochs < done:
             raise CheckpointError(f"--epochs {cfg.epochs} is below the {done} epochs the checkpoint has trained")
@@ -99,14 +107,6 @@ def resume_changes(saved: dict[str, Any], cfg: TrainConfig, done: int = 0) -> di
                     f"(train_size={cfg.train_size}, full_size_epochs={full}) epoch(s) {moved} would have been trained "
                     f"at another image size than the ones trained so far. Start a new run to train {cfg.epochs} "
                     "epochs")
-    fixed = {k: d for k, d in changed.items() if k not in RESUME_MUTABLE}
-    if fixed:
-        what = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in fixed.items())
-        raise CheckpointError(
-            f"--resume cannot change {what}: the checkpoint was trained with the saved values and its optimizer "
-            f"state and recorded config follow them. Fields that may change on resume: {', '.join(RESUME_MUTABLE)}. "
-            "Start a new run (another --out) to change the others."
-        )
     return changed
 
 

@@ -59,7 +59,8 @@ class RunPaths:
     error = property(lambda self: self.root / "error.txt")  # a sweep's record of why the run failed
     export = property(lambda self: self.root / "export")  # mgcnn export's default folder
     # what else is derived from a run inside its folder: mgcnn eval --per-class, and mgcnn export --out RUN
-    DERIVED = ("confusion.csv", "per_class.csv", "confusion.png", EXPORT_WEIGHTS, EXPORT_CONFIG)
+    DERIVED = ("confusion.csv", "per_class.csv", "confusion.png", EXPORT_WEIGHTS, EXPORT_CONFIG, "model.onnx",
+               "report.csv", "report.md", "accuracy_vs_weights.png")
 
     def files(self) -> tuple[Path, ...]:
         """The files a run writes (``tensorboard`` is a folder)."""
@@ -187,6 +188,8 @@ def _check_run_dir(paths: RunPaths, resume: bool, overwrite: bool) -> bool:
     (deleted only once the new run has its data and model, so a run that fails to start destroys nothing)."""
     run_dir = paths.root
     has_ckpt, finished = paths.checkpoint.exists(), paths.result.exists()
+    if finished and not has_ckpt and not _from_mgcnn(paths):
+        finished = False  # somebody else's result.json: handled with the other foreign files below
     if resume:
         if not has_ckpt:
             raise RunDirectoryError(f"--resume {run_dir}: there is no checkpoint.pt to resume from")
@@ -199,7 +202,7 @@ def _check_run_dir(paths: RunPaths, resume: bool, overwrite: bool) -> bool:
                 "it, or --out to choose another directory."
             )
         return True
-    foreign = [p.name for p in paths.files() if p.exists()]
+    foreign = [p.name for p in paths.files() if p.exists()]  # (result.json too, when no mgcnn run wrote it)
     if foreign and not _from_mgcnn(paths):  # e.g. the user's own config.yaml: never replaced without being asked
         if not overwrite:
             raise RunDirectoryError(
