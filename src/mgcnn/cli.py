@@ -217,7 +217,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     if not Path(args.dir).exists():
-        raise FileNotFoundError(f"{args.dir} does not exist; name a sweep folder (mgcnn sweep --out) or run directories")
+        raise FileNotFoundError(f"{args.dir} does not exist; name a sweep folder (mgcnn sweep --out) or run "
+                                "directories")
     _out_folder(args.out)
     study = load_study(args.study) if args.study else None
     skipped = []

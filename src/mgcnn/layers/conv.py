@@ -163,7 +163,8 @@ class ConvPlanner:
     One planner is shared by the modules of a model (:func:`set_conv_planner`), so a shape that occurs in many
     layers is timed once. ``triton``: consider the Triton kernel on CUDA (default: on unless the environment sets
     ``MGCNN_TRITON_CONV=0``). ``cpu_kernels``: consider mgcnn's C++ kernel for CPU channels-last inputs (default
-    on; it is compiled on the first shape it applies to, and left out where it cannot be built). In deterministic mode (``torch.use_deterministic_algorithms``) every conv runs the
+    on; it is compiled on the first shape it applies to, and left out where it cannot be built).
+    In deterministic mode (``torch.use_deterministic_algorithms``) every conv runs the
     stock kernel. ``timer(run, device) -> seconds`` times one candidate (default: the median of 3 calls after one
     warm-up call, which creates the oneDNN primitives or cuDNN plans).
     """

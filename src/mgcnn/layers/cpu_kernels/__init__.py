@@ -5,8 +5,8 @@ The sources next to this file (``conv3x3.cpp``: grouped 3x3 convolutions with fe
 with :func:`torch.utils.cpp_extension.load` (a C++17 compiler and ninja are needed; ``-O3 -march=native``: the
 library is built for the CPU it runs on) and prints a progress line on stderr; the library is cached in a folder
 whose name is a hash of everything the binary depends on (the sources, torch's version, Python's version and
-platform, the compiler flags, this CPU's model and instruction-set flags), under ``$TORCH_EXTENSIONS_DIR`` or torch's default
-(``~/.cache/torch_extensions``). Later processes import the cached library at once, without a compiler.
+platform, the compiler flags, this CPU's model and instruction-set flags), under ``$TORCH_EXTENSIONS_DIR`` or
+torch's default (``~/.cache/torch_extensions``). Later processes import the cached library at once, without a compiler.
 
 Where the kernels cannot be had (no compiler, no ninja, a failed build, another OS), :func:`load` returns ``None``
 after one warning naming the cause, and the callers keep PyTorch's stock kernels. :func:`status` says which.
@@ -187,4 +187,6 @@ def status() -> str:
     if load.cache_info().currsize == 0:
         return "not loaded yet"
     module = load()
-    return f"available ({module.isa}, {module.vector_lanes} float32 lanes)" if module is not None else f"unavailable: {_reason}"
+    if module is None:
+        return f"unavailable: {_reason}"
+    return f"available ({module.isa}, {module.vector_lanes} float32 lanes)"
