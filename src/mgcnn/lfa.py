@@ -109,16 +109,23 @@ def _batched(fn: Callable[[Tensor], Tensor], mats: Tensor) -> Tensor:
     """Apply a LAPACK routine to a batch (..., c, c) on all intra-op threads.
 
     LAPACK's eigen/SVD drivers solve one small matrix at a time on one core; the batch is split into one chunk per
-    thread (ATen releases the GIL), which is 1.6x faster on our 2-core machine.
+    thread (ATen releases the GIL), which is 1.6x faster on our 2-core machine. The BLAS inside each call runs on
+    one thread meanwhile: two chunks with two BLAS threads each would ask four threads of two cores (256 channels
+    on a 32x32 grid in float64: 14.8 s instead of 16.3 s here, `python benchmarks/spectrum_speed.py`).
     """
     shape = mats.shape[:-2]
     flat = mats.reshape(-1, *mats.shape[-2:])
-    workers = min(torch.get_num_threads(), len(flat))
+    threads = torch.get_num_threads()
+    workers = min(threads, len(flat))
     if workers <= 1:
         out = fn(flat)
     else:
-        with ThreadPoolExecutor(workers) as pool:
-            out = torch.cat(list(pool.map(fn, flat.chunk(workers))))
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                out = torch.cat(list(pool.map(fn, flat.chunk(workers))))
+        finally:
+            torch.set_num_threads(threads)
     return out.reshape(*shape, *out.shape[1:])
 
 
