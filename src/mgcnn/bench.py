@@ -191,6 +191,7 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
     plans = planner.plans.values()
     return {
         "model": name, "params": count_parameters(model), "batch_size": batch_size, "image_size": image_size,
+        "in_channels": in_channels,
         "device": str(dev),
         "device_name": device_name(dev), "amp": amp, "tf32": tf32 and dev.type == "cuda",
         "channels_last": channels_last, "allocator": perf.allocator_state(), "fast_paths": fast_paths,
