@@ -245,6 +245,7 @@ class RunDirectory:
         self.path, self.paths, self.proc = path, RunPaths(path), proc
         self.resume, self.overwrite = resume, overwrite
         self.lock, self.created, self.started, self.replace = DirectoryLock(path), not path.exists(), False, False
+        self.env: dict[str, Any] | None = None  # the provenance written by start(), updated by record_speed()
 
     def __enter__(self) -> RunDirectory:
         proc, path = self.proc, self.path
@@ -289,7 +290,7 @@ class RunDirectory:
 
     def record_speed(self, planner) -> None:
         """Rewrite ``env.json``'s ``speed`` once the conv plans of this segment are known (after its first epoch)."""
-        if self.proc.is_main and getattr(self, "env", None) is not None:
+        if self.proc.is_main and self.env is not None:
             self.env["speed"] = speed_choices(self.proc.device, planner=planner)
             atomic_write_text(self.paths.env, json.dumps(self.env, indent=2))
 
