@@ -29,7 +29,8 @@ def test_the_poly_mgnet_studies_and_figure_7_are_built_in_and_build():
     init = load_study("poly-mgnet-init-fmnist")
     labels = [r["label"] for r in init.rows]
     assert labels[:2] == ["xavier (released)", "uniform U(1,2) (released U,a,b)"] and len(labels) == 5
-    for name in ("poly-mgnet-degree-fmnist", "poly-mgnet-init-fmnist", "poly-mgnet-scaling", "mgiad-figure-7"):
+    for name in ("poly-mgnet-degree-fmnist", "poly-mgnet-init-fmnist", "poly-mgnet-scaling", "mgiad-figure-7",
+                 "mgiad-figure-7-fmnist"):
         for spec in expand(load_study(name), seeds=[0]):
             with torch.device("meta"):
                 build_model(spec.config, device="meta")
@@ -40,3 +41,7 @@ def test_the_poly_mgnet_studies_and_figure_7_are_built_in_and_build():
     g4 = [r["model"] for r in fig7.rows if r["series"] == "MGiaD g_s=4"]
     assert g4 == ["mgiad_c4_g4", "mgiad_c8_g4", "mgiad_c16_g4", "mgiad_c32_g4", "mgiad_c64_g4"]  # a line over c_K
     assert {spec.row["series"] for spec in expand(fig7, seeds=[0])} == series  # carried to the runs, not a field
+    cpu = load_study("mgiad-figure-7-fmnist")  # the same models and series at a CPU budget, no CIFAR-10 points
+    assert [(r["model"], r["series"]) for r in cpu.rows] == [(r["model"], r["series"]) for r in fig7.rows]
+    assert not any("paper" in r for r in cpu.rows)
+    assert {s.config.dataset for s in expand(cpu, seeds=[0])} == {"fashion-mnist"}
