@@ -129,6 +129,37 @@ def _batched(fn: Callable[[Tensor], Tensor], mats: Tensor) -> Tensor:
     return out.reshape(*shape, *out.shape[1:])
 
 
+def _solve_half(fn: Callable[[Tensor], Tensor], sym: Tensor, grid: int) -> Tensor:
+    """Apply an eigen/SVD routine to the symbols of one half of the frequencies (n, n//2+1, ..., c, c), solving each
+    distinct problem once.
+
+    Inside the half, columns b = 0 and b = n/2 (n even) are their own mirror: A^(a, b) = conj A^(n-a, b), so only
+    rows a <= n/2 are solved there and the others are conjugated (for singular values: equal). The frequencies
+    with both a and b in {0, n/2} have real symbols and are solved in real arithmetic (about a third of the
+    complex cost). On a 32x32 grid: 514 problems instead of 544, 4 of them real.
+    """
+    n, m = sym.shape[:2]
+    self_cols = [0] + ([n // 2] if n % 2 == 0 and n > 1 else [])
+    real_rows = {0} | ({n // 2} if n % 2 == 0 else set())
+    solved = torch.ones(n, m, dtype=torch.bool)
+    for b in self_cols:
+        solved[n // 2 + 1:, b] = False
+    real = torch.zeros(n, m, dtype=torch.bool)
+    for b in self_cols:
+        for a in real_rows:
+            real[a, b] = True
+    cplx = solved & ~real
+    vals_c = _batched(fn, sym[cplx])  # (k, ..., c)
+    vals_r = _batched(fn, sym[real].real.contiguous())
+    out = torch.empty(n, m, *vals_c.shape[1:], dtype=vals_c.dtype)
+    out[cplx] = vals_c
+    out[real] = vals_r.to(vals_c.dtype)
+    for b in self_cols:  # the mirrored rows of the self-mirrored columns
+        a = torch.arange(n // 2 + 1, n)
+        out[a, b] = out[n - a, b].conj()
+    return out
+
+
 def _mirror(values: Tensor, grid: int, conj: bool) -> Tensor:
     """Values per frequency (n, n//2+1, ...) -> the full grid's values, using A^(-theta) = conj A^(theta)."""
     m = grid // 2 + 1
@@ -151,7 +182,7 @@ def conv_eigenvalues(weight: Tensor, grid: int, *, groups: int = 1, dtype: torch
     g, c = blocks.shape[0], blocks.shape[1]
     sym = conv_symbols(blocks.reshape(g * c, c, *blocks.shape[-2:]), grid, half=True, dtype=dtype)
     sym = sym.reshape(grid, grid // 2 + 1, g, c, c)  # (n, m, g, c, c)
-    eig = _batched(torch.linalg.eigvals, sym)  # (n, m, g, c)
+    eig = _solve_half(torch.linalg.eigvals, sym, grid)  # (n, m, g, c)
     return _mirror(eig, grid, conj=True)
 
 
@@ -161,7 +192,7 @@ def conv_singular_values(weight: Tensor, grid: int, *, groups: int = 1, dtype: t
     g, co, ci = blocks.shape[:3]
     sym = conv_symbols(blocks.reshape(g * co, ci, *blocks.shape[-2:]), grid, half=True, dtype=dtype)
     sym = sym.reshape(grid, grid // 2 + 1, g, co, ci)
-    return _mirror(_batched(torch.linalg.svdvals, sym), grid, conj=False)
+    return _mirror(_solve_half(torch.linalg.svdvals, sym, grid), grid, conj=False)
 
 
 def operator_eigenvalues(conv: nn.Conv2d, grid: int) -> Tensor:
@@ -198,7 +229,7 @@ def iteration_smoothing_factor(A: nn.Conv2d, Bs: list[nn.Conv2d], grid: int) -> 
     E = eye.expand_as(a).clone()
     for B in Bs:
         E = (eye - _group_symbols(B, grid) @ a) @ E
-    return _batched(torch.linalg.eigvals, E).abs().max().item()
+    return _solve_half(torch.linalg.eigvals, E, grid).abs().max().item()
 
 
 # ------------------------------------------------------------------------------------------------- residual polynomials

@@ -49,6 +49,30 @@ def test_eigenvalues_and_singular_values_equal_dense(c, k, n):
     np.testing.assert_allclose(sv, np.sort(np.linalg.svd(dense, compute_uv=False)), rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 6, 7, 8])
+def test_symmetries_used_give_the_eigenvalues_of_every_frequency(n):
+    """Issue: spectra twice as fast. Solving only the distinct problems (conjugate pairs, the self-mirrored columns,
+    the real frequencies in real arithmetic) gives every frequency's eigenvalues solved on its own to 1e-12."""
+    from mgcnn.lfa import conv_symbols
+
+    w = torch.randn(4, 4, 3, 3, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    every = torch.linalg.eigvals(conv_symbols(w, n)).flatten().numpy()  # (n, n) frequencies, no symmetry used
+    assert_same_multiset(conv_eigenvalues(w, n).numpy(), every, 1e-12)
+    sv = torch.linalg.svdvals(conv_symbols(w, n)).flatten().numpy()
+    np.testing.assert_allclose(np.sort(conv_singular_values(w, n).numpy()), np.sort(sv), rtol=0, atol=1e-12)
+
+
+def test_each_distinct_frequency_is_solved_once(monkeypatch):
+    """On a 32x32 grid 514 of the 1024 frequencies are distinct (conjugate pairs), 4 of them with real symbols."""
+    import mgcnn.lfa as lfa
+
+    sizes = []
+    real_batched = lfa._batched
+    monkeypatch.setattr(lfa, "_batched", lambda fn, m: sizes.append((len(m), m.is_complex())) or real_batched(fn, m))
+    conv_eigenvalues(torch.randn(2, 2, 3, 3, dtype=torch.float64), 32)
+    assert sorted(sizes) == [(4, False), (510, True)]
+
+
 def test_rectangular_singular_values():
     w = torch.randn(3, 5, 3, 3, dtype=torch.float64)
     n = 5
