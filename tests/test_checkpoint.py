@@ -266,7 +266,7 @@ def test_a_damaged_or_edited_export_is_one_checkpoint_error_naming_the_file(data
 def test_create_model_pretrained_true_says_no_weights_are_shipped():
     import mgcnn
 
-    with pytest.raises(ValueError, match=r"no pretrained weights are shipped for 'mgiad'.*run directory"):
+    with pytest.raises(ValueError, match=r"no pretrained weights are shipped for 'mgiad'.*pretrained='RUN'"):
         mgcnn.create_model("mgiad", pretrained=True)
     with pytest.raises(ValueError, match=r"pretrained=3 .*a run directory, a checkpoint or an exported folder"):
         mgcnn.create_model("mgiad", pretrained=3)

@@ -71,7 +71,7 @@ def test_fashion_mnist_raw_28x28_images_are_padded_like_training(tmp_path):
 
 def test_safetensors_export_loads_in_a_process_that_never_unpickles(run, tmp_path, capsys):
     assert cli.main(["export", str(run), "--out", str(tmp_path / "exp")]) == 0
-    assert {p.name for p in (tmp_path / "exp").iterdir()} == {"model.safetensors", "config.json"}
+    assert {p.name for p in (tmp_path / "exp").iterdir()} == {"model.safetensors", "config.json", "README.md"}
     meta = json.loads((tmp_path / "exp" / "config.json").read_text())
     assert meta["architecture"] == "mgiad" and meta["pretrained_cfg"]["dataset"] == "cifar10"
     x = torch.randn(4, 3, 32, 32)

@@ -27,6 +27,14 @@ def test_wheel_contains_license_and_py_typed(wheel):
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
 
 
+def test_wheel_ships_the_trained_weights_and_the_kernel_sources(wheel):
+    from mgcnn import zoo
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "mgcnn/weights/SHA256SUMS" in names and "mgcnn/layers/cpu_kernels/conv3x3.cpp" in names
+    assert {f"mgcnn/weights/{rel}" for rel in zoo.read_manifest()} <= names
+
+
 def test_mypy_sees_mgcnn_types_from_the_installed_wheel(wheel, tmp_path):
     pytest.importorskip("mypy", reason="mypy is in the dev extra")
     env_dir = tmp_path / "venv"

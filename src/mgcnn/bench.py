@@ -63,9 +63,9 @@ def set_tf32(enabled: bool) -> None:
 
 
 def device_name(dev: torch.device) -> str:
-    import platform
+    from .train.process import device_name as name
 
-    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or "cpu")
+    return name(dev)
 
 
 def gemm_ceiling(device: torch.device, dtype: torch.dtype, sizes=(1024, 2048, 4096), steps: int = 3) -> float:

@@ -1,8 +1,8 @@
 """Stored models: crash-safe checkpoints, and the one way back from a run or an export to a model.
 
 This module sits just above ``mgcnn.models`` and below ``mgcnn.train``, ``mgcnn.hub`` and the CLI: everything that
-rebuilds a trained model (``mgcnn.load_model``, ``mgcnn.create_model(name, pretrained=...)``, ``mgcnn eval``,
-``mgcnn spectrum --checkpoint``, ``mgcnn export``) goes through :func:`rebuild_model`.
+rebuilds a trained model (``mgcnn.load_model``, ``mgcnn.create_model(name, pretrained=...)`` of :mod:`mgcnn.zoo`,
+``mgcnn eval``, ``mgcnn spectrum --checkpoint``, ``mgcnn export``) goes through :func:`rebuild_model`.
 
 Checkpoints are written with :func:`mgcnn.fileio.atomic_write` (temp file, fsync, atomic rename): a process killed
 at any moment (SIGKILL included) leaves either the previous complete checkpoint or the new one, never a torn file.
@@ -33,7 +33,7 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -438,34 +438,3 @@ def _load_exported(config: Path, weights: Path, device) -> nn.Module:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({_first_sentence(e)})") from None
     return rebuild_model(meta["architecture"], meta["model_kwargs"], tensors, weights, cfg=meta["pretrained_cfg"],
                          device=device, config_where=config)
-
-
-def create_model(name: str, *, pretrained: str | Path | bool | None = None, features_only: bool = False,
-                 out_indices: int | Sequence[int] | None = None, **kwargs: Any) -> nn.Module:
-    """Build a registered model (:func:`mgcnn.models.create_model`), or with ``pretrained=PATH`` (a run directory,
-    a checkpoint or an exported folder) that trained ``name`` model, in eval mode with its preprocessing config
-    (:func:`load_model`); the stored configuration is used, so no other keyword may be given.
-    ``features_only=True`` (with ``out_indices``) returns the per-level feature extractor of either.
-
-    ``pretrained=False`` (or None) builds the architecture alone, as in timm; ``pretrained=True`` is refused: mgcnn
-    ships no trained weights, so there is nothing to download.
-    """
-    if pretrained is None or pretrained is False:
-        return models.create_model(name, features_only=features_only, out_indices=out_indices, **kwargs)
-    models.model_info(name)  # an unknown name fails first, with close matches
-    if pretrained is True:
-        raise ValueError(f"no pretrained weights are shipped for {name!r} (mgcnn ships none); pretrained= takes a run "
-                         f"directory, a checkpoint or an exported folder: create_model({name!r}, "
-                         "pretrained='runs/...')")
-    _path_argument(pretrained, "pretrained")
-    overrides = {k: v for k, v in kwargs.items() if v is not None}
-    if overrides:
-        raise ValueError(f"create_model({name!r}, pretrained=...) builds the stored model; drop {sorted(overrides)}")
-    model = load_model(pretrained)
-    if model.model_name != name:
-        raise ValueError(f"{pretrained} holds a {model.model_name!r} model, not {name!r}")
-    if features_only:
-        cfg = model.pretrained_cfg
-        model = models.as_features(model, out_indices).eval()
-        model.pretrained_cfg = cfg  # transforms_for still works on the extractor
-    return model

@@ -21,6 +21,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .data.registry import get_dataset_spec
     from .models import model_table
 
+    if args.pretrained:  # the shipped weights with their model cards' figures
+        from .zoo import pretrained_table
+
+        print("\n".join(pretrained_table(None if args.pattern == "*" else args.pattern)))
+        return 0
     spec = get_dataset_spec(args.dataset) if args.dataset else None
     in_ch, classes = (spec.in_channels, spec.num_classes) if spec else (3, 10)
     table = model_table(args.pattern, num_classes=classes, in_channels=in_ch)
@@ -127,21 +132,32 @@ def _out_folder(path, flag: str = "--out") -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Evaluate a checkpoint on a test split: top-1 (and top-5), optionally per class with a confusion matrix."""
+    """Evaluate a checkpoint, or trained weights by name, on a test split: top-1 (and top-5), optionally per class
+    with a confusion matrix."""
     import json
     from pathlib import Path
 
     from .analysis import write_confusion
-    from .train import evaluate_checkpoint
+    from .train.evaluate import evaluate_checkpoint, evaluate_pretrained
 
-    args.checkpoint = _checkpoint_path(args.checkpoint)
+    if (args.pretrained or args.model) and (not (args.pretrained and args.model) or args.checkpoint):
+        raise ValueError("evaluate either a CHECKPOINT or trained weights by name: --model NAME --pretrained")
+    if args.pretrained and args.dataset:
+        raise ValueError("--dataset does not apply to --pretrained: the weights are evaluated on their own dataset")
+    if not args.pretrained and not args.checkpoint:
+        raise ValueError("name a CHECKPOINT (run directory or checkpoint file), or --model NAME --pretrained")
+    if not args.pretrained:
+        args.checkpoint = _checkpoint_path(args.checkpoint)
+    out = Path(args.out or (Path(args.checkpoint).parent if args.checkpoint else "."))
     if args.per_class:
-        _out_folder(args.out or Path(args.checkpoint).parent)
-    res = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
-                              tta_flip=args.tta_flip)
+        _out_folder(out)
+    if args.pretrained:
+        res = evaluate_pretrained(args.model, data_dir=args.data_dir, device=args.device, tta_flip=args.tta_flip)
+    else:
+        res = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
+                                  tta_flip=args.tta_flip)
     files = []
     if args.per_class:
-        out = Path(args.out or Path(args.checkpoint).parent)
         written = write_confusion(res, out)
         if written.note:
             print(f"note: {written.note}", file=sys.stderr)
@@ -151,8 +167,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({**res, "files": [str(f) for f in files]}))
         return 0
     top5 = f", top-5 {res['test_top5']:.2f}%" if len(res["classes"]) > 10 or args.per_class else ""
-    print(f"{res['model']} (epoch {res['epoch']}) on {res['dataset']}: test accuracy {res['test_acc']:.2f}%{top5} "
-          f"over {res['n']:,} images")
+    tta = " with the flip TTA" if res["tta_flip"] else ""
+    print(f"{res['model']} (epoch {res['epoch']}) on {res['dataset']}: test accuracy{tta} {res['test_acc']:.2f}%"
+          f"{top5} over {res['n']:,} images")
     if args.per_class:
         width = max(len(c) for c in res["classes"])
         for name, acc in zip(res["classes"], res["per_class_acc"]):
@@ -346,7 +363,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     run = Path(args.run)
     out = export(run, args.out or (run if run.is_dir() else run.parent) / "export", format=args.format,
-                 allow_unfinished=args.allow_unfinished)
+                 allow_unfinished=args.allow_unfinished, tag=args.tag, data_dir=args.data_dir)
     onnx = args.format == "onnx"
     meta = onnx_metadata(out / ONNX_FILE) if onnx else json.loads((out / "config.json").read_text())
     if not meta["finished"]:
@@ -361,7 +378,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         # a folder that holds a checkpoint (a run directory) loads as that run: name the export itself
         target = out / "model.safetensors" if (out / "checkpoint.pt").exists() else out
-        print(f"wrote {out}/model.safetensors and {out}/config.json; load with mgcnn.load_model({str(target)!r})")
+        print(f"wrote {out}/model.safetensors, config.json and README.md (the model card); load with "
+              f"mgcnn.load_model({str(target)!r})")
     return 0
 
 
@@ -390,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unfinished", action="store_true",
                    help="export a run that has not finished or that another process is training (its last epoch "
                         "checkpoint; config.json records the epoch and finished: false)")
+    p.add_argument("--tag", help="name the weights ARCH.TAG (lowercase, digits, _; e.g. fmnist_speedrun)")
+    p.add_argument("--data-dir", help="measure the test accuracy without and with the flip TTA for the model card")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("params", help="paper #weights vs ours for every paper-table row")
@@ -402,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list registered models and presets")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'mgiad*'")
     p.add_argument("--dataset", help="count for this dataset's input channels and classes (default: CIFAR-10's)")
+    p.add_argument("--pretrained", action="store_true", help="list the trained weights that ship with mgcnn")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser(
@@ -467,8 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let the planner use the Triton grouped-conv kernel on CUDA where it measures faster")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on a test split")
-    p.add_argument("checkpoint")
+    p = sub.add_parser("eval", help="evaluate a checkpoint (or shipped weights: --model NAME --pretrained) on a test "
+                                    "split")
+    p.add_argument("checkpoint", nargs="?", help="run directory or checkpoint")
+    p.add_argument("--model", help="with --pretrained: trained weights by name (mgcnn models --pretrained), or "
+                                   "hf-hub:ORG/REPO")
+    p.add_argument("--pretrained", action="store_true", help="evaluate the weights --model names")
     p.add_argument("--per-class", action="store_true",
                    help="per-class accuracy and the confusion matrix (CSV, and PNG with matplotlib)")
     p.add_argument("--out", help="folder for the --per-class files (default: the checkpoint's folder)")

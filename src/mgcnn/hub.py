@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ._version import __version__
+from .card import card_figures, render_card
 from .checkpoint import (
     CHECKPOINT_FILE,
     EXPORT_CONFIG,
@@ -40,6 +42,7 @@ from .checkpoint import (
     pretrained_cfg,
 )
 
+CARD_FILE = "README.md"  # the model card beside the weights (the Hub's name)
 EXPORT_FORMATS = ("safetensors", "onnx")
 ONNX_FILE, ONNX_FORMAT = "model.onnx", "mgcnn-onnx/1"
 
@@ -108,10 +111,16 @@ def transforms_for(model: nn.Module) -> Preprocess:
     return Preprocess(cfg, None if param is None else param.device)
 
 
-def export(run: str | Path, out: str | Path, *, format: str = "safetensors", allow_unfinished: bool = False) -> Path:
-    """Write a run's trained weights as ``out/model.safetensors`` + ``out/config.json`` (no pickle needed to load),
-    or with ``format="onnx"`` the trained model as ``out/model.onnx`` (:func:`onnx_bytes`; its metadata holds what
-    ``config.json`` would).
+def export(run: str | Path, out: str | Path, *, format: str = "safetensors", allow_unfinished: bool = False,
+           tag: str | None = None, data_dir: str | None = None) -> Path:
+    """Write a run's trained weights as ``out/model.safetensors`` + ``out/config.json`` (no pickle needed to load)
+    + ``out/README.md`` (the model card, :mod:`mgcnn.card`): the Hugging Face Hub layout that
+    :func:`mgcnn.create_model` reads (``hf-hub:`` names, the shipped weights). With ``format="onnx"``: the trained
+    model as ``out/model.onnx`` (:func:`onnx_bytes`; its metadata holds what ``config.json`` would).
+
+    ``tag`` names the weights (``ARCH.TAG``, e.g. ``fmnist_speedrun``); ``data_dir`` (the run's dataset) measures
+    the test accuracy without and with the flip TTA for the card. ``config.json`` also holds the run's training
+    configuration (``train_config``), so ``mgcnn eval --pretrained`` evaluates as the run did.
 
     ``run`` is a run directory or a checkpoint. A run that has not finished (no ``result.json`` for the epoch of its
     checkpoint) or that another process is training (it holds the run directory's lock) is refused with a
@@ -127,6 +136,8 @@ def export(run: str | Path, out: str | Path, *, format: str = "safetensors", all
 
     if format not in EXPORT_FORMATS:
         raise ValueError(f"format={format!r} is not supported; use one of {EXPORT_FORMATS}")
+    if tag is not None and (not isinstance(tag, str) or not re.fullmatch(r"[a-z0-9_]+", tag)):
+        raise ValueError(f"tag={tag!r} must be lowercase letters, digits and _ (e.g. fmnist_speedrun)")
     p = Path(run)
     ckpt = p / CHECKPOINT_FILE if p.is_dir() else p
     out = Path(out)
@@ -141,10 +152,11 @@ def export(run: str | Path, out: str | Path, *, format: str = "safetensors", all
                          f"(allow_unfinished=True) to export epoch {state['epoch']} as it is")
     model = model_from_checkpoint(state, ckpt)  # the checkpoint is read (and checksummed) once
     history = state.get("history") or [{}]
-    meta = {"format": EXPORT_FORMAT, "architecture": model.model_name, "model_kwargs": model.model_kwargs,
+    meta = {"format": EXPORT_FORMAT, "architecture": model.model_name, "tag": tag,
+            "num_classes": model.pretrained_cfg["num_classes"], "model_kwargs": model.model_kwargs,
             "pretrained_cfg": model.pretrained_cfg, "epoch": state["epoch"], "epochs_planned": planned,
             "finished": not unfinished, "test_acc": history[-1].get("test_acc"), "mgcnn_version": __version__,
-            "source": str(ckpt)}
+            "source": str(ckpt), "train_config": state["config"]}
     if format == "onnx":
         _write_folder(out, {ONNX_FILE: onnx_bytes(model, {**meta, "format": ONNX_FORMAT})}, last=ONNX_FILE)
         return out
@@ -152,7 +164,16 @@ def export(run: str | Path, out: str | Path, *, format: str = "safetensors", all
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     weights = save(tensors, metadata={"format": "pt"})
     meta["weights_sha256"] = export_checksum(weights)
-    _write_folder(out, {EXPORT_WEIGHTS: weights, EXPORT_CONFIG: _json_bytes(meta, ckpt)}, last=EXPORT_CONFIG)
+    evals = None
+    if data_dir is not None:
+        from .train import evaluate_checkpoint
+
+        evals = {f"test_acc_{k}": evaluate_checkpoint(ckpt, data_dir=data_dir, tta_flip=flip, device="cpu")["test_acc"]
+                 for k, flip in (("plain", False), ("tta", True))}
+    meta["card"] = card_figures(ckpt, state, model, evals)
+    name = model.model_name + (f".{tag}" if tag else "")
+    _write_folder(out, {EXPORT_WEIGHTS: weights, CARD_FILE: render_card(name, meta["card"]).encode(),
+                        EXPORT_CONFIG: _json_bytes(meta, ckpt)}, last=EXPORT_CONFIG)
     return out
 
 
@@ -283,7 +304,7 @@ def _ours(path: Path) -> bool:
     try:
         if path.name == EXPORT_CONFIG:
             return str(json.loads(path.read_text()).get("format", "")).startswith("mgcnn-")
-        if path.name == EXPORT_WEIGHTS:
+        if path.name in (EXPORT_WEIGHTS, CARD_FILE):
             return _ours(path.parent / EXPORT_CONFIG)
         if path.name == ONNX_FILE:
             return bool(onnx_metadata(path))

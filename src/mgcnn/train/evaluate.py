@@ -104,6 +104,35 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
     data = load_dataset(dataset or cfg.dataset, data_dir or cfg.data_dir, train=False)
     dev = resolve_device(device)
     model = model_from_checkpoint(state, path, dataset=data.spec.name, device=dev)
+    res = evaluate_trained(model, data, cfg, dev, batch_size=batch_size, tta_flip=tta_flip)
+    return {"checkpoint": str(path), "model": cfg.model, "epoch": state["epoch"], **res}
+
+
+def evaluate_pretrained(name: str, *, data_dir: str | None = None, device: str = "auto", batch_size: int = 1000,
+                        tta_flip: bool | None = None) -> dict[str, Any]:
+    """Evaluate trained weights by name (shipped ``arch`` / ``arch.tag``, or ``hf-hub:ORG/REPO``,
+    :func:`mgcnn.create_model`) on the test split of the dataset they were trained on, with the training run's
+    evaluation settings (flip TTA, mixed precision, memory layout) that their ``config.json`` records, so the
+    model card's accuracy is reproduced."""
+    from ..checkpoint import EXPORT_CONFIG, load_model, read_export_config
+    from ..zoo import trained_folder
+
+    folder = trained_folder(name)
+    meta = read_export_config(folder / EXPORT_CONFIG)
+    dev = resolve_device(device)
+    model = load_model(folder, device=dev)
+    record = meta.get("train_config")
+    # an export without its run's settings (mgcnn < 0.3): the stock evaluation, no TTA unless asked for
+    cfg = TrainConfig.from_record(record) if isinstance(record, dict) else TrainConfig(tta_flip=False)
+    data = load_dataset(model.pretrained_cfg["dataset"], data_dir, train=False)
+    res = evaluate_trained(model, data, cfg, dev, batch_size=batch_size, tta_flip=tta_flip)
+    return {"checkpoint": name, "model": model.model_name, "epoch": meta.get("epoch"), **res}
+
+
+def evaluate_trained(model: nn.Module, data, cfg: TrainConfig, dev: torch.device, *, batch_size: int = 1000,
+                     tta_flip: bool | None = None) -> dict[str, Any]:
+    """A trained model on the test split of ``data`` (a loaded dataset) with the evaluation settings of its run
+    ``cfg``: its memory layout, mixed precision and (unless ``tta_flip`` is given) flip TTA."""
     if cfg.channels_last:  # the layout the run was trained and evaluated in (several times faster on CPU)
         model.to(memory_format=torch.channels_last)
     loader = DeviceLoader(data.test_images, data.test_labels, batch_size, mean=data.spec.mean, std=data.spec.std,
@@ -111,8 +140,7 @@ def evaluate_checkpoint(path: str | os.PathLike, *, dataset: str | None = None, 
     tta = cfg.tta_flip if tta_flip is None else tta_flip
     # the precision the run was evaluated in, so that loss and accuracy match its record
     res = evaluate(model, loader, autocast_for(dev, cfg.amp), num_classes=data.spec.num_classes, tta_flip=tta)
-    return {"checkpoint": str(path), "model": cfg.model, "dataset": data.spec.name, "epoch": state["epoch"],
-            "tta_flip": tta, "amp": cfg.amp,
+    return {"dataset": data.spec.name, "tta_flip": tta, "amp": cfg.amp,
             "test_loss": res.loss, "test_acc": res.acc, "test_top5": res.top5, "n": res.n,
             "classes": list(data.spec.classes), "per_class_acc": res.per_class.tolist(),
             "confusion": res.confusion.tolist()}

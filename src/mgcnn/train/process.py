@@ -242,3 +242,20 @@ def ranks_in_sync(model: nn.Module) -> bool:
     gathered = [torch.zeros_like(fp) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, fp)
     return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def device_name(device: torch.device) -> str:
+    """What the device is, for records: the GPU's name, or the CPU's model and core count (``/proc/cpuinfo`` on
+    Linux; ``platform.processor()`` elsewhere)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        pass
+    return f"{model or platform.processor() or 'cpu'}, {os.cpu_count()} core(s)"
+

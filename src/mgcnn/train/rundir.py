@@ -29,7 +29,7 @@ from ..fileio import DirectoryLock, atomic_write_text, remove_stale_parts
 from ..perf import allocator_state
 from ..settings import settings
 from .config import TrainConfig, save_yaml
-from .process import Process, on_rank0
+from .process import Process, device_name, on_rank0
 
 
 class RunDirectoryError(RuntimeError):
@@ -172,7 +172,7 @@ def environment(device: torch.device, world_size: int, data=None, planner=None) 
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": device_name(device),
         "threads": torch.get_num_threads(),
         "world_size": world_size,
         "allocator": allocator_state(),
