@@ -45,6 +45,8 @@ def test_bench_records_speed_settings_and_expands_patterns(capsys):
     assert fast["fast_paths"] and fast["autotune"] and not ref["fast_paths"] and not ref["autotune"]
     # the fast path skips the recomputed FAS residual convolutions and runs the pair transfers elementwise
     assert fast["fwd_flops_per_img"] < ref["fwd_flops_per_img"]
+    stock = bench_model("mgiad_l3_c16_g4", batch_size=2, warmup=0, steps=1, cpu_kernels=False)
+    assert stock["cpu_kernels"] is False and stock["plans_cpu"] == 0 and "plans_cpu" in fast
     assert cli.main(["bench", "--models", "nosuchmodel*"]) == 2
     assert "no registered model matches" in capsys.readouterr().err
 

@@ -102,7 +102,7 @@ def expand_models(patterns: list[str]) -> list[str]:
 def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_channels: int = 3, image_size: int = 32,
                 warmup: int = 2, steps: int = 5, channels_last: bool = True, amp: str = "off",
                 tuned_malloc: bool = True, fast_paths: bool = True, autotune: bool = True, tf32: bool = False,
-                triton: bool = True) -> dict[str, Any]:
+                triton: bool = True, cpu_kernels: bool | None = None) -> dict[str, Any]:
     """Measure one registered model in this process: training and inference throughput, FLOPs, peak memory.
 
     The model (seed 0, 10 classes) gets a synthetic batch of ``batch_size`` random images of ``in_channels`` x
@@ -126,12 +126,14 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
         autotune: attach the planner for the timed steps (per-shape grouped-conv plans); ``False``: stock kernels.
         tf32: TF32 for fp32 matmuls and convolutions on CUDA during the measurement.
         triton: let the planner consider the Triton kernel (:mod:`mgcnn.layers.triton_conv`).
+        cpu_kernels: let it consider mgcnn's C++ CPU kernels (default: unless ``MGCNN_CPU_KERNELS=0``).
 
     Returns:
         A flat, JSON-serialisable dict: the settings (``model``, ``batch_size``, ``image_size``, ``device``,
         ``device_name``, ``amp``, ``tf32`` (true only on CUDA), ``channels_last``, ``allocator``, ``fast_paths``,
         ``autotune``, ``triton``), ``params`` (:func:`mgcnn.count_parameters`), ``plans_not_stock`` and
-        ``plans_triton`` (planned conv shapes not using the stock kernel, and using the Triton kernel),
+        ``plans_triton``, ``plans_cpu`` (planned conv shapes not using the stock kernel, using the Triton kernel, using
+        mgcnn's CPU kernels),
         ``train_img_s`` and ``infer_img_s``, ``fwd_macs_per_img``, ``fwd_flops_per_img``, ``train_flops_per_img``
         (3 x forward), the achieved ``train_gflops`` and ``infer_gflops``, and ``peak_mem_mb`` (CUDA: the
         allocator's peak since the FLOP count; CPU: the process's peak resident set).
@@ -143,7 +145,8 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
     dev = torch.device(device)
     settings = _settings()
     set_tf32(tf32)
-    planner = ConvPlanner(triton=triton)  # this model's plans only (several models may be measured in one process)
+    # this model's plans only (several models may be measured in one process)
+    planner = ConvPlanner(triton=triton, cpu_kernels=cpu_kernels)
     torch.manual_seed(0)
     model = create_model(name, in_channels=in_channels).to(dev)
     x = torch.randn(batch_size, in_channels, image_size, image_size, device=dev)
@@ -196,7 +199,8 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
         "device_name": device_name(dev), "amp": amp, "tf32": tf32 and dev.type == "cuda",
         "channels_last": channels_last, "allocator": perf.allocator_state(), "fast_paths": fast_paths,
         "autotune": autotune, "triton": triton, "plans_not_stock": sum(p != GROUPED for p in plans),
-        "plans_triton": sum(p[0] == "triton" for p in plans),
+        "plans_triton": sum(p[0] == "triton" for p in plans), "plans_cpu": sum(p[0] == "cpu" for p in plans),
+        "cpu_kernels": planner.cpu_kernels,
         "train_img_s": batch_size / t_train, "infer_img_s": batch_size / t_infer,
         "fwd_macs_per_img": fwd_flops / 2, "fwd_flops_per_img": fwd_flops, "train_flops_per_img": train_flops,
         "train_gflops": train_flops * batch_size / t_train / 1e9,
@@ -294,7 +298,8 @@ def format_table(report: dict[str, Any]) -> str:
                  f"{first.get('tf32')}, channels_last {first.get('channels_last')}, "
                  f"allocator {first.get('allocator')}, fast paths {first.get('fast_paths')}, conv autotune "
                  f"{first.get('autotune')}, triton kernel allowed {first.get('triton')} (chosen for "
-                 f"{sum(r.get('plans_triton', 0) for r in report['rows'])} conv shapes)")
+                 f"{sum(r.get('plans_triton', 0) for r in report['rows'])} conv shapes), mgcnn's CPU kernels allowed "
+                 f"{first.get('cpu_kernels')} (chosen for {sum(r.get('plans_cpu', 0) for r in report['rows'])})")
     lines += _flops_criterion(report["rows"])
     return "\n".join(lines)
 

@@ -268,10 +268,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.csv is not None and Path(args.csv).is_dir():  # before minutes of measuring, not after
         raise ValueError(f"--csv {args.csv} is a folder; name a file, e.g. {Path(args.csv) / 'bench.csv'}")
     models = expand_models(args.models or DEFAULT_MODELS)
-    report = run_bench(models, isolate=not args.no_isolate, device=args.device, batch_size=args.batch_size,
-                       in_channels=args.in_channels, image_size=args.image_size, warmup=args.warmup, steps=args.steps,
-                       channels_last=args.channels_last, amp=args.amp, tuned_malloc=not args.default_malloc,
-                       fast_paths=not args.reference, autotune=args.autotune, tf32=args.tf32, triton=args.triton)
+    keys = ("device", "batch_size", "in_channels", "image_size", "warmup", "steps", "channels_last", "amp", "autotune",
+            "tf32", "triton", "cpu_kernels")
+    report = run_bench(models, isolate=not args.no_isolate, tuned_malloc=not args.default_malloc,
+                       fast_paths=not args.reference, **{k: getattr(args, k) for k in keys})
     print(json.dumps(report) if args.json else format_table(report))
     if args.csv:
         print(f"wrote {write_csv(report, args.csv)}", file=sys.stderr)
@@ -368,16 +368,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     meta = onnx_metadata(out / ONNX_FILE) if onnx else json.loads((out / "config.json").read_text())
     if not meta["finished"]:
         of = f" of {meta['epochs_planned']}" if meta.get("epochs_planned") is not None else ""
-        where = "its metadata records" if onnx else "config.json records"
-        print(f"note: exported epoch {meta['epoch']}{of} of an unfinished run ({where} \"finished\": false)",
-              file=sys.stderr)
+        print(f"note: exported epoch {meta['epoch']}{of} of an unfinished run ({'metadata' if onnx else 'config.json'}"
+              " records \"finished\": false)", file=sys.stderr)
+    c, size = meta["pretrained_cfg"]["in_channels"], meta["pretrained_cfg"]["input_size"]
     if onnx:
-        print(f"wrote {out}/{ONNX_FILE}: input 'images' (N, {meta['pretrained_cfg']['in_channels']}, "
-              f"{meta['pretrained_cfg']['input_size']}, {meta['pretrained_cfg']['input_size']}) float32, normalised "
-              "as mgcnn.transforms_for does (mean/std in its metadata 'mgcnn'), output 'logits'")
+        print(f"wrote {out}/{ONNX_FILE}: input 'images' (N, {c}, {size}, {size}) float32, normalised as "
+              "mgcnn.transforms_for does (mean/std in its metadata 'mgcnn'), output 'logits'")
     else:
-        # a folder that holds a checkpoint (a run directory) loads as that run: name the export itself
-        target = out / "model.safetensors" if (out / "checkpoint.pt").exists() else out
+        target = out / "model.safetensors" if (out / "checkpoint.pt").exists() else out  # a run dir loads as the run
         print(f"wrote {out}/model.safetensors, config.json and README.md (the model card); load with "
               f"mgcnn.load_model({str(target)!r})")
     return 0
@@ -484,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator settings alone, for A/B")
     p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=False,
                    help="TF32 for fp32 convolutions and matmuls on CUDA (the GEMM reference uses it too)")
+    p.add_argument("--cpu-kernels", action=argparse.BooleanOptionalAction, default=None,
+                   help="let the planner use mgcnn's C++ CPU kernels (default: unless MGCNN_CPU_KERNELS=0)")
     p.add_argument("--triton", action=argparse.BooleanOptionalAction, default=True,
                    help="let the planner use the Triton grouped-conv kernel on CUDA where it measures faster")
     p.set_defaults(func=cmd_bench)

@@ -154,6 +154,17 @@ def test_the_planner_offers_the_kernel_for_channels_last_cpu_convolutions_only(k
     assert list(off.plans.values()) == [("merge", 4)]
 
 
+def test_mgcnn_cpu_kernels_0_is_the_stock_path_for_planners_built_after_it(monkeypatch):
+    """Issue: A/B without the kernels. The setting is read when a planner is built, never in forward."""
+    from mgcnn.settings import settings
+
+    monkeypatch.setenv("MGCNN_CPU_KERNELS", "0")
+    assert ConvPlanner().cpu_kernels is False and settings().to_dict()["cpu_kernels"] is False
+    assert ConvPlanner(cpu_kernels=True).cpu_kernels is True  # an explicit argument wins
+    monkeypatch.delenv("MGCNN_CPU_KERNELS")
+    assert ConvPlanner().cpu_kernels is True
+
+
 def test_a_tiny_mgiad_trains_to_the_same_loss_with_and_without_the_kernel(kernels):
     from mgcnn.models import create_model
 

@@ -162,17 +162,18 @@ class ConvPlanner:
 
     One planner is shared by the modules of a model (:func:`set_conv_planner`), so a shape that occurs in many
     layers is timed once. ``triton``: consider the Triton kernel on CUDA (default: on unless the environment sets
-    ``MGCNN_TRITON_CONV=0``). ``cpu_kernels``: consider mgcnn's C++ kernel for CPU channels-last inputs (default
-    on; it is compiled on the first shape it applies to, and left out where it cannot be built).
+    ``MGCNN_TRITON_CONV=0``). ``cpu_kernels``: consider mgcnn's C++ kernels for CPU channels-last inputs (default
+    on unless the environment sets ``MGCNN_CPU_KERNELS=0``; compiled on the first shape they apply to, and left out
+    where they cannot be built).
     In deterministic mode (``torch.use_deterministic_algorithms``) every conv runs the
     stock kernel. ``timer(run, device) -> seconds`` times one candidate (default: the median of 3 calls after one
     warm-up call, which creates the oneDNN primitives or cuDNN plans).
     """
 
-    def __init__(self, *, triton: bool | None = None, cpu_kernels: bool = True,
+    def __init__(self, *, triton: bool | None = None, cpu_kernels: bool | None = None,
                  timer: Callable[[Callable[[], object], torch.device], float] | None = None):
         self.triton = settings().triton_conv if triton is None else bool(triton)
-        self.cpu_kernels = bool(cpu_kernels)
+        self.cpu_kernels = settings().cpu_kernels if cpu_kernels is None else bool(cpu_kernels)
         self.timer = timer or functools.partial(median_time, warmup=1, steps=3)  # a partial pickles, a lambda not
         self.plans: dict[tuple, Plan] = {}
 
