@@ -1,7 +1,7 @@
 """A/B of mgcnn's CPU kernel for grouped 3x3 convolutions (mgcnn.layers.cpu_conv) against PyTorch's stock kernel.
 
     python benchmarks/cpu_kernels.py [--models mgiad_c16_g4 mgiad_l3_c16_g8] [--batch-size 128] [--threads 1 2]
-                                     [--rounds 9] [--steps 0]
+                                     [--rounds 9] [--steps 0] [--transfers]
 
 Records the convolutions one training forward of each model runs (as ``benchmarks/layers.py convs`` does), keeps
 the distinct shapes the kernel supports (grouped 3x3, stride 1, as many output as input channels per group), and
@@ -23,6 +23,13 @@ over its shapes (calls x train time). Each ``--threads`` value is a separate pas
 with a :class:`mgcnn.layers.ConvPlanner` that may choose the kernel against one that may not
 (``cpu_kernels=False``; both time the merged-group formulations too), S alternating steps each after the planning
 step, and reports the medians and the plans chosen.
+
+``--transfers`` times the resolution transfers Pi/R instead (depthwise 3x3 stride 2, channel multiplier 1 or 2;
+mgcnn.layers.cpu_transfer): the transfer shapes one training forward of each model runs on CIFAR-size (3x32x32) and
+FashionMNIST-size (1x28x28) inputs, the same passes (``dx``/``dW`` of the stock kernel: ``aten.convolution_backward``
+with that gradient only), per pass stock and mgcnn GFLOP/s and the ratio, and for ``train`` (forward + both gradients,
+autograd included) also the milliseconds and the planner's other formulation for multiplier 2 (``split``: two
+depthwise convs interleaved). GFLOP/s: 2 N C_out 9 Ho Wo per pass.
 """
 
 from __future__ import annotations
@@ -41,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from layers import _RecordConvs  # the recorder of benchmarks/layers.py
 
 from mgcnn import perf
-from mgcnn.layers import ConvPlanner, cpu_conv, cpu_kernels, set_conv_planner
+from mgcnn.layers import ConvPlanner, cpu_conv, cpu_kernels, cpu_transfer, set_conv_planner
+from mgcnn.layers import conv as conv_mod
 from mgcnn.models import create_model
 
 CL = torch.channels_last
@@ -86,6 +94,75 @@ def _calls(xs: tuple, groups: int):
             "dW": lambda: ext.weight_grad(xh, gyh, c // groups),
             "train": train(lambda a, b: cpu_conv.grouped_conv3x3(a, b, groups))}
     return stock, mine
+
+
+def transfer_shapes(name: str, batch: int, size: int, in_channels: int) -> Counter:
+    """(input shape, weight shape) -> calls, for the stride-2 depthwise convolutions of one training forward."""
+    model = create_model(name, in_channels=in_channels).to(memory_format=CL)
+    with _RecordConvs() as rec, torch.no_grad():
+        model(torch.randn(batch, in_channels, size, size).contiguous(memory_format=CL))
+    out: Counter = Counter()
+    for (xs, ws, stride, padding, groups), n in rec.calls.items():
+        if cpu_transfer.supported(torch.empty(xs), torch.empty(ws), stride, padding, (1, 1), groups):
+            out[(xs, ws)] += n
+    return out
+
+
+def _transfer_calls(xs: tuple, ws: tuple):
+    """The stock, mgcnn and split callables of every pass on fresh random operands (split: train only)."""
+    ext = cpu_kernels.load()
+    c = xs[1]
+    x = torch.randn(xs).contiguous(memory_format=CL)
+    w = torch.randn(ws) / 3
+    y = F.conv2d(x, w, None, 2, 1, 1, c)
+    gy = torch.randn_like(y)
+    xh, gyh = x.permute(0, 2, 3, 1), gy.permute(0, 2, 3, 1)
+    cb = torch.ops.aten.convolution_backward.default
+    xg, wg = x.detach().requires_grad_(), w.detach().requires_grad_()
+
+    def train(conv):
+        def run():
+            xg.grad = wg.grad = None
+            conv(xg, wg).backward(gy)
+        return run
+
+    def bwd(mask):
+        return lambda: cb(gy, x, w, None, [2, 2], [1, 1], [1, 1], False, [0, 0], c, mask)
+
+    stock = {"fwd": lambda: F.conv2d(x, w, None, 2, 1, 1, c), "dx": bwd([True, False, False]),
+             "dW": bwd([False, True, False]), "train": train(lambda a, b: F.conv2d(a, b, None, 2, 1, 1, c))}
+    mine = {"fwd": lambda: ext.dws2_forward(xh, w), "dx": lambda: ext.dws2_input_grad(gyh, w, xs[2], xs[3], c),
+            "dW": lambda: ext.dws2_weight_grad(xh, gyh),
+            "train": train(lambda a, b: cpu_transfer.depthwise_conv3x3_s2(a, b, c))}
+    m = ws[0] // c
+    split = train(lambda a, b: conv_mod.grouped_conv(a, b, ("split", m), (2, 2), (1, 1), (1, 1), c)) if m > 1 else None
+    return stock, mine, split, 2 * y.numel() * 9 / 1e9
+
+
+def transfers_table(names: list, batch: int, rounds: int) -> None:
+    for name in names:
+        for size, in_channels, data in ((32, 3, "CIFAR 3x32x32"), (28, 1, "FashionMNIST 1x28x28")):
+            calls = transfer_shapes(name, batch, size, in_channels)
+            print(f"\n{name}, {data} inputs: GFLOP/s stock / mgcnn / ratio per pass; train also in ms\n")
+            print("| input | weight | calls | " + " | ".join(PASSES) + " | train ms stock / mgcnn | train ms split |")
+            print("|---|---|---|" + "---|" * (len(PASSES) + 2))
+            total = [0.0, 0.0]
+            for (xs, ws), n in sorted(calls.items(), key=lambda kv: -kv[0][0][1] * kv[0][0][2] * kv[0][0][3]):
+                stock, mine, split, gf = _transfer_calls(xs, ws)
+                cells, train_ms = [], ""
+                for pas in PASSES:
+                    ts, tm = ab(stock[pas], mine[pas], rounds)
+                    k = 3 if pas == "train" else 1
+                    cells.append(f"{k * gf / ts:.0f} / {k * gf / tm:.0f} / {ts / tm:.2f}x")
+                    if pas == "train":
+                        train_ms = f"{1e3 * ts:.2f} / {1e3 * tm:.2f}"
+                        total[0] += n * ts
+                        total[1] += n * tm
+                split_ms = f"{1e3 * ab(split, lambda: None, rounds)[0]:.2f}" if split is not None else "-"
+                print(f"| {'x'.join(map(str, xs))} | {'x'.join(map(str, ws))} | {n} | " + " | ".join(cells)
+                      + f" | {train_ms} | {split_ms} |", flush=True)
+            print(f"\n{name} ({data}): the transfers, forward + backward, {1e3 * total[0]:.1f} ms per step stock, "
+                  f"{1e3 * total[1]:.1f} ms with mgcnn's kernel ({total[0] / total[1]:.2f}x)")
 
 
 def ab(stock, mine, rounds: int) -> tuple[float, float]:
@@ -138,12 +215,19 @@ def main() -> None:
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--steps", type=int, default=0, help="also time whole training steps (0: no)")
+    p.add_argument("--transfers", action="store_true", help="time the stride-2 depthwise transfers instead")
     args = p.parse_args()
     perf.tune_allocator()
     if cpu_kernels.load() is None:
         sys.exit(f"mgcnn's CPU kernels are unavailable: {cpu_kernels.status()}")
     print(f"mgcnn CPU kernels: {cpu_kernels.status()}; torch {torch.__version__}; fp32, channels_last, "
           f"batch {args.batch_size}; medians of {args.rounds} alternating rounds; GFLOP/s (stock / mgcnn / ratio)")
+    if args.transfers:
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            print(f"\n## {threads} thread{'s' * (threads > 1)}: dense GEMM 1024^3 {gemm_rate(args.rounds):.0f} GFLOP/s")
+            transfers_table(args.models, args.batch_size, args.rounds)
+        return
     shapes = {name: model_shapes(name, args.batch_size) for name in args.models}
     for threads in args.threads:
         torch.set_num_threads(threads)

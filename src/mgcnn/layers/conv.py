@@ -9,7 +9,8 @@ run in an equivalent formulation, chosen per input shape by a :class:`ConvPlanne
   Pi/R, a depthwise conv with channel multiplier k) as k true depthwise convs whose outputs are interleaved;
 - ``("triton", 1)``: the Triton kernel of :mod:`mgcnn.layers.triton_conv` (CUDA, 3x3, small groups);
 - ``("cpu", 1)``: mgcnn's C++ kernel of :mod:`mgcnn.layers.cpu_conv` (CPU, channels-last, 3x3 stride 1, small
-  groups; compiled on first use, where a compiler is available).
+  groups; compiled on first use, where a compiler is available), or for a stride-2 depthwise conv (the resolution
+  transfers Pi/R) that of :mod:`mgcnn.layers.cpu_transfer`.
 
 Why several: which is fastest depends on the shape, dtype and machine (oneDNN pads every group to its vector width;
 cuDNN's fp32 grouped kernels are slow). The planner times every candidate on the first call of a shape (forward +
@@ -101,6 +102,10 @@ def grouped_conv(x: Tensor, weight: Tensor, plan: Plan, stride, padding, dilatio
         from .triton_conv import grouped_conv3x3
 
         return grouped_conv3x3(x, weight, stride, groups)
+    if kind == "cpu" and ((stride, stride) if isinstance(stride, int) else tuple(stride)) == (2, 2):
+        from .cpu_transfer import depthwise_conv3x3_s2
+
+        return depthwise_conv3x3_s2(x, weight, groups)
     if kind == "cpu":
         from .cpu_conv import grouped_conv3x3 as cpu_grouped_conv3x3
 
@@ -162,11 +167,11 @@ class ConvPlanner:
 
     One planner is shared by the modules of a model (:func:`set_conv_planner`), so a shape that occurs in many
     layers is timed once. ``triton``: consider the Triton kernel on CUDA (default: on unless the environment sets
-    ``MGCNN_TRITON_CONV=0``). ``cpu_kernels``: consider mgcnn's C++ kernels for CPU channels-last inputs (default
-    on unless the environment sets ``MGCNN_CPU_KERNELS=0``; compiled on the first shape they apply to, and left out
-    where they cannot be built).
-    In deterministic mode (``torch.use_deterministic_algorithms``) every conv runs the
-    stock kernel. ``timer(run, device) -> seconds`` times one candidate (default: the median of 3 calls after one
+    ``MGCNN_TRITON_CONV=0``). ``cpu_kernels``: consider mgcnn's C++ kernels for CPU channels-last inputs (grouped 3x3
+    stride 1, depthwise 3x3 stride 2; default on unless the environment sets ``MGCNN_CPU_KERNELS=0``; compiled on
+    the first shape they apply to, and left out where they cannot be built). In deterministic mode
+    (``torch.use_deterministic_algorithms``) every conv runs the stock kernel. ``timer(run, device) -> seconds``
+    times one candidate (default: the median of 3 calls after one
     warm-up call, which creates the oneDNN primitives or cuDNN plans).
     """
 
@@ -215,8 +220,10 @@ class ConvPlanner:
         cpu_ok = False
         if self.cpu_kernels and x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last):
             from .cpu_conv import supported as cpu_supported  # builds the kernels on first use
+            from .cpu_transfer import supported as transfer_supported
 
-            cpu_ok = cpu_supported(x, conv.weight, conv.stride, conv.padding, conv.dilation, groups)
+            args = (x, conv.weight, conv.stride, conv.padding, conv.dilation, groups)
+            cpu_ok = cpu_supported(*args) or transfer_supported(*args)
         best, best_t = GROUPED, None
         for cand in candidates(groups, conv.weight.shape[1], conv.weight.shape[0] // groups, triton_ok, cpu_ok):
             def run(cand=cand):

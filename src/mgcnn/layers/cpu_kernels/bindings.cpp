@@ -2,6 +2,7 @@
 #include <torch/extension.h>
 
 #include "conv3x3.h"
+#include "depthwise_s2.h"
 
 namespace {
 
@@ -82,4 +83,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("input_grad", &input_grad, "dx from dy, NHWC", py::arg("grad_output"), py::arg("weight"), nogil);
   m.def("weight_grad", &weight_grad, "dW from x and dy, NHWC", py::arg("x"), py::arg("grad_output"),
         py::arg("channels_per_group"), nogil);
+  // depthwise 3x3 stride-2 transfers (depthwise_s2.cpp): x (N, H, W, C), y (N, ceil(H/2), ceil(W/2), C M)
+  m.def("dws2_forward", &mgcnn_kernels::dws2_forward, "y = depthwise stride-2 conv(x, w), NHWC", py::arg("x"),
+        py::arg("weight"), nogil);
+  m.def("dws2_input_grad", &mgcnn_kernels::dws2_input_grad, "dx from dy, NHWC", py::arg("grad_output"),
+        py::arg("weight"), py::arg("height"), py::arg("width"), py::arg("channels"), nogil);
+  m.def("dws2_weight_grad", &mgcnn_kernels::dws2_weight_grad, "dW from x and dy, NHWC", py::arg("x"),
+        py::arg("grad_output"), nogil);
 }

@@ -1,0 +1,187 @@
+"""mgcnn's C++ CPU kernel for the resolution transfers Pi/R (mgcnn.layers.cpu_transfer: depthwise 3x3, stride 2,
+channel multiplier 1 or 2) equals F.conv2d in the output and both gradients, is deterministic, and is offered by the
+planner only where it applies. Skips where the kernels cannot be built (no compiler or ninja)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mgcnn.layers import ConvPlanner, cpu_kernels, cpu_transfer, set_conv_planner
+from mgcnn.layers import conv as conv_mod
+from mgcnn.layers.transfer import resolution_transfer
+
+CL = torch.channels_last
+CHANNELS = [1, 2, 3, 5, 7, 8, 15, 16, 17, 24, 31, 33, 64]
+SIZES = [(1, 1, 1), (1, 3, 3), (2, 7, 7), (1, 5, 6), (2, 2, 2), (1, 8, 8), (2, 4, 9), (1, 6, 1)]
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    module = cpu_kernels.load()
+    if module is None:
+        pytest.skip(f"mgcnn's CPU kernels cannot be built here: {cpu_kernels.status()}")
+    return module
+
+
+def _check(x, w, rtol, atol, needs=(True, True)):
+    """Output, input gradient and weight gradient of the kernel against F.conv2d (relative to each one's scale)."""
+    c = x.shape[1]
+    x = x.detach().requires_grad_(needs[0])
+    w = w.detach().requires_grad_(needs[1])
+    y = cpu_transfer.depthwise_conv3x3_s2(x, w, c)
+    ref = F.conv2d(x, w, None, 2, 1, 1, c)
+    assert y.shape == ref.shape and y.dtype == ref.dtype
+    g = torch.randn_like(ref)
+    inputs = tuple(t for t, need in zip((x, w), needs) if need)
+    got = (y, *torch.autograd.grad(y, inputs, g))
+    want = (ref, *torch.autograd.grad(ref, inputs, g))
+    names = ("output",) + tuple(n for n, need in zip(("input gradient", "weight gradient"), needs) if need)
+    for a, b, name in zip(got, want, names):
+        assert a.shape == b.shape, name
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol * max(1.0, b.abs().max().item()), msg=name)
+    return y
+
+
+@pytest.mark.parametrize("c", CHANNELS)
+@pytest.mark.parametrize("m", [1, 2])
+def test_float64_matches_conv2d(kernels, c, m):
+    torch.manual_seed(c * 10 + m)
+    for n, h, w in SIZES:
+        x = torch.randn(n, c, h, w, dtype=torch.float64).contiguous(memory_format=CL)
+        wt = torch.randn(c * m, 1, 3, 3, dtype=torch.float64)
+        y = _check(x, wt, rtol=1e-10, atol=1e-12)
+        assert y.is_contiguous(memory_format=CL)
+
+
+@pytest.mark.parametrize("c", CHANNELS)
+@pytest.mark.parametrize("m", [1, 2])
+def test_float32_matches_conv2d(kernels, c, m):
+    torch.manual_seed(c * 10 + m)
+    for n, h, w in SIZES + [(3, 11, 13), (2, 16, 16)]:
+        x = torch.randn(n, c, h, w).contiguous(memory_format=CL)
+        _check(x, torch.randn(c * m, 1, 3, 3) / 3, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("c, hw, m", [(64, 32, 2), (128, 16, 2), (256, 8, 1), (16, 28, 2), (32, 14, 2), (256, 7, 1)])
+def test_float32_on_model_shapes(kernels, c, hw, m):
+    torch.manual_seed(0)
+    x = torch.randn(3, c, hw, hw).contiguous(memory_format=CL)
+    _check(x, torch.randn(c * m, 1, 3, 3) / 3, rtol=1e-4, atol=1e-5)
+
+
+def test_one_gradient_at_a_time(kernels):
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 7, 6, dtype=torch.float64).contiguous(memory_format=CL)
+    w = torch.randn(10, 1, 3, 3, dtype=torch.float64)
+    _check(x, w, 1e-10, 1e-12, needs=(True, False))
+    _check(x, w, 1e-10, 1e-12, needs=(False, True))
+
+
+def test_other_layouts_are_converted_and_keep_their_layout(kernels):
+    torch.manual_seed(0)
+    w = torch.randn(24, 1, 3, 3, dtype=torch.float64)
+    nchw = torch.randn(2, 12, 7, 6, dtype=torch.float64)
+    y = _check(nchw, w, rtol=1e-10, atol=1e-12)
+    assert y.is_contiguous()  # as F.conv2d: NCHW in, NCHW out
+    wide = torch.randn(2, 12, 7, 11, dtype=torch.float64)[..., ::2]  # strided, neither layout
+    assert not wide.is_contiguous() and not wide.is_contiguous(memory_format=CL)
+    _check(wide, w, rtol=1e-10, atol=1e-12)
+    _check(torch.randn(2, 6, 5, 12, dtype=torch.float64).permute(0, 3, 1, 2)[:, :, 1:], w, rtol=1e-10, atol=1e-12)
+    _check(torch.randn(2, 12, 9, 9).contiguous(memory_format=CL)[:, :, 1:, 2:], w.float(), rtol=1e-4, atol=1e-5)
+
+
+def test_gradcheck_in_float64(kernels):
+    torch.manual_seed(0)
+    for c, m, h, w in ((3, 2, 5, 4), (4, 1, 3, 3), (2, 2, 1, 2), (5, 1, 6, 7)):
+        x = torch.randn(2, c, h, w, dtype=torch.float64).contiguous(memory_format=CL)
+        wt = torch.randn(c * m, 1, 3, 3, dtype=torch.float64)
+        assert torch.autograd.gradcheck(lambda a, b, g=c: cpu_transfer.depthwise_conv3x3_s2(a, b, g),
+                                        (x.requires_grad_(), wt.requires_grad_()))
+
+
+@pytest.mark.parametrize("n, c, hw, m", [(40, 32, 16, 2), (2, 17, 100, 2), (8, 48, 15, 1)])
+def test_runs_are_bitwise_equal_with_any_thread_count(kernels, n, c, hw, m):
+    """(40, 32, 16): chunks of whole images; (2, 17, 100): chunks of rows (more than 2048 output pixels an image)."""
+    torch.manual_seed(0)
+    x = torch.randn(n, hw, hw, c)
+    w = torch.randn(c * m, 1, 3, 3)
+    gy = torch.randn(n, (hw + 1) // 2, (hw + 1) // 2, c * m)
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2, 2, 1):
+            torch.set_num_threads(threads)
+            runs.append((kernels.dws2_forward(x, w), kernels.dws2_input_grad(gy, w, hw, hw, c),
+                         kernels.dws2_weight_grad(x, gy)))
+    finally:
+        torch.set_num_threads(before)
+    for run in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], run))
+    ref = F.conv2d(x.permute(0, 3, 1, 2), w, None, 2, 1, 1, c)
+    torch.testing.assert_close(runs[0][0], ref.permute(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+
+
+def test_the_kernel_refuses_what_it_does_not_compute(kernels):
+    x = torch.randn(1, 16, 8, 8)
+    w = torch.randn(32, 1, 3, 3)
+    assert cpu_transfer.supported(x, w, 2, 1, 1, 16)
+    assert cpu_transfer.supported(x.double(), w.double(), (2, 2), (1, 1), (1, 1), 16)
+    assert cpu_transfer.supported(x, torch.randn(16, 1, 3, 3), 2, 1, 1, 16)  # multiplier 1
+    assert not cpu_transfer.supported(x, w, 1, 1, 1, 16)  # stride 1
+    assert not cpu_transfer.supported(x, w, (2, 1), 1, 1, 16)
+    assert not cpu_transfer.supported(x, w, 2, 0, 1, 16)  # no padding
+    assert not cpu_transfer.supported(x, w, 2, 1, 2, 16)  # dilation
+    assert not cpu_transfer.supported(x, torch.randn(48, 1, 3, 3), 2, 1, 1, 16)  # multiplier 3
+    assert not cpu_transfer.supported(x, torch.randn(32, 2, 3, 3), 2, 1, 1, 8)  # not depthwise
+    assert not cpu_transfer.supported(x, torch.randn(32, 1, 1, 1), 2, 1, 1, 16)  # 1x1
+    assert not cpu_transfer.supported(x.bfloat16(), w.bfloat16(), 2, 1, 1, 16)
+    assert not cpu_transfer.supported(x, w.double(), 2, 1, 1, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not cpu_transfer.supported(x, w, 2, 1, 1, 16)
+        y = cpu_transfer.depthwise_conv3x3_s2(x, w, 16)  # falls back to F.conv2d, which autocasts
+    assert y.dtype == torch.bfloat16
+    with pytest.raises(RuntimeError, match="contiguous NHWC"):
+        kernels.dws2_forward(x.permute(0, 2, 3, 1), w)  # the raw kernels take contiguous (N, H, W, C) only
+    with pytest.raises(RuntimeError, match="output size"):
+        kernels.dws2_input_grad(torch.randn(1, 4, 4, 32), w, 10, 8, 16)
+
+
+def _last_candidate_wins():
+    calls = []
+
+    def timer(run, device):
+        run()
+        calls.append(run)
+        return 1.0 / len(calls)
+
+    return timer
+
+
+def test_the_planner_offers_the_kernel_for_channels_last_transfers_only(kernels):
+    pi = resolution_transfer(16, 32)
+    x = torch.randn(2, 16, 9, 9)
+    planner = set_conv_planner(pi, ConvPlanner(timer=_last_candidate_wins()))
+    y = pi(x.contiguous(memory_format=CL))
+    y.sum().backward()
+    pi(x).sum().backward()  # NCHW: not offered
+    assert sorted(planner.plans.values()) == [("cpu", 1), ("split", 2)]
+    described = [d for d in planner.describe() if d["channels_last"]]
+    assert described[0]["plan"] == ["cpu", 1] and described[0]["stride"] == [2, 2]
+    torch.testing.assert_close(y, F.conv2d(x, pi.weight, None, 2, 1, 1, 16), rtol=1e-4, atol=1e-5)
+    off = set_conv_planner(pi, ConvPlanner(cpu_kernels=False, timer=_last_candidate_wins()))
+    pi(x.contiguous(memory_format=CL)).sum().backward()
+    assert list(off.plans.values()) == [("split", 2)]
+    r = resolution_transfer(16, 16)  # multiplier 1: the merge candidates, then the kernel
+    planner = set_conv_planner(r, ConvPlanner(timer=_last_candidate_wins()))
+    r(x.contiguous(memory_format=CL))
+    assert list(planner.plans.values()) == [("cpu", 1)]
+
+
+def test_the_cpu_plan_dispatches_on_the_stride(kernels):
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=CL)
+    w = torch.randn(16, 1, 3, 3)
+    y = conv_mod.grouped_conv(x, w, ("cpu", 1), (2, 2), (1, 1), (1, 1), 8)
+    torch.testing.assert_close(y, F.conv2d(x, w, None, 2, 1, 1, 8), rtol=1e-4, atol=1e-5)
+    y = conv_mod.grouped_conv(x, w, ("cpu", 1), 2, 1, 1, 8)
+    torch.testing.assert_close(y, F.conv2d(x, w, None, 2, 1, 1, 8), rtol=1e-4, atol=1e-5)
