@@ -233,7 +233,8 @@ def main() -> None:
         torch.set_num_threads(threads)
         print(f"\n## {threads} thread{'s' * (threads > 1)}: dense GEMM 1024^3 {gemm_rate(args.rounds):.0f} GFLOP/s")
         for name, calls in shapes.items():
-            print(f"\n{name}\n\n| input | groups | calls | " + " | ".join(PASSES) + " |\n|---|---|---|" + "---|" * len(PASSES))
+            head = "| input | groups | calls | " + " | ".join(PASSES) + " |\n|---|---|---|" + "---|" * len(PASSES)
+            print(f"\n{name}\n\n{head}")
             total = [0.0, 0.0]
             for (xs, groups), n in sorted(calls.items(), key=lambda kv: -kv[1] * kv[0][0][2] * kv[0][0][1]):
                 stock, mine = _calls(xs, groups)

@@ -38,6 +38,7 @@ from typing import Literal, get_args
 
 from torch import Tensor, nn
 
+from .batchnorm import BatchNormReLU2d
 from .common import LayerFactory, make_act
 from .conv import FastPath, Operator, operator
 from .transfer import full_transfer, resolution_transfer
@@ -120,6 +121,8 @@ class SmoothingStep(nn.Module):
     the steps of a level (MgNet^{A,B}) or shares only A (MgNet^{A}).
     """
 
+    norm_act_pairs = (("norm1", "act1"), ("norm2", "act2"))  # act right after norm (mgcnn.layers.batchnorm)
+
     def __init__(self, channels: int, norm_layer: LayerFactory, act_layer: LayerFactory):
         super().__init__()
         self.norm1 = norm_layer(channels)
@@ -130,6 +133,8 @@ class SmoothingStep(nn.Module):
     def forward(self, u: Tensor | None, f: Tensor, A: nn.Module, B: nn.Module, r: Tensor | None = None) -> Tensor:
         """``r``, if given, is the known residual ``f - A u`` of the current state (see the module docstring)."""
         r = self.act1(self.norm1(residual(f, A, u) if r is None else r))  # (N, C, H, W)
+        if u is not None and isinstance(self.norm2, BatchNormReLU2d):  # fused: u + relu(norm2(B r)) in one pass
+            return self.norm2(B(r), residual=u)
         return add(u, self.act2(self.norm2(B(r))))
 
 

@@ -146,6 +146,8 @@ def speed_choices(device: torch.device, planner=None) -> dict[str, Any]:
         "allocator": allocator_state(),
         "conv_autotune": planner is not None,
         "triton": None if planner is None else planner.triton,
+        # mgcnn's C++ CPU kernels (conv plans, and the fused BatchNorm + ReLU of CPU channels-last runs)
+        "cpu_kernels": None if planner is None else planner.cpu_kernels,
         "conv_plans": None if planner is None else planner.describe(),
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda" else None,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32 if device.type == "cuda" else None,

@@ -1,6 +1,7 @@
 // PyTorch bindings of the grouped 3x3 convolution kernels of conv3x3.cpp (NHWC tensors in, NHWC tensors out).
 #include <torch/extension.h>
 
+#include "batchnorm.h"
 #include "conv3x3.h"
 #include "depthwise_s2.h"
 
@@ -72,6 +73,74 @@ torch::Tensor weight_grad(const torch::Tensor& x, const torch::Tensor& dy, int64
   return dw;
 }
 
+// ---- training-mode BatchNorm + ReLU (+ residual) of batchnorm.cpp: x (N, H, W, C) contiguous, per-channel vectors
+void check_channel_vector(const torch::Tensor& t, const torch::Tensor& x, const char* name) {
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == x.size(3) && t.is_contiguous() && t.device().is_cpu() &&
+                  t.scalar_type() == x.scalar_type(), name, " must be a contiguous (C,) tensor of the input's dtype");
+}
+
+// (y, mean, invstd); running_mean / running_var (undefined: none) are updated in place.
+std::vector<torch::Tensor> bn_relu_forward(const torch::Tensor& x, const torch::Tensor& weight,
+                                           const torch::Tensor& bias, const c10::optional<torch::Tensor>& residual,
+                                           const c10::optional<torch::Tensor>& running_mean,
+                                           const c10::optional<torch::Tensor>& running_var, double momentum,
+                                           double eps) {
+  check_nhwc(x, "x");
+  check_channel_vector(weight, x, "weight");
+  check_channel_vector(bias, x, "bias");
+  const int64_t C = x.size(3), M = x.numel() / std::max<int64_t>(C, 1);
+  TORCH_CHECK(M > 1, "batch norm in training needs more than one value per channel");
+  const bool has_res = residual.has_value() && residual->defined();
+  if (has_res) {
+    check_nhwc(*residual, "residual");
+    TORCH_CHECK(residual->sizes() == x.sizes() && residual->scalar_type() == x.scalar_type(), "residual must match x");
+  }
+  torch::Tensor rm = running_mean.value_or(torch::Tensor()), rv = running_var.value_or(torch::Tensor());
+  if (rm.defined()) check_channel_vector(rm, x, "running_mean");
+  if (rv.defined()) check_channel_vector(rv, x, "running_var");
+  auto y = torch::empty_like(x), mean = torch::empty({C}, x.options()), invstd = torch::empty({C}, x.options());
+  const int c = static_cast<int>(C);
+  if (x.scalar_type() == at::kFloat)
+    mgcnn_kernels::bn_relu_fwd_f32(x.data_ptr<float>(), has_res ? residual->data_ptr<float>() : nullptr,
+                                   weight.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(),
+                                   mean.data_ptr<float>(), invstd.data_ptr<float>(),
+                                   rm.defined() ? rm.data_ptr<float>() : nullptr,
+                                   rv.defined() ? rv.data_ptr<float>() : nullptr, M, c, momentum, eps);
+  else
+    mgcnn_kernels::bn_relu_fwd_f64(x.data_ptr<double>(), has_res ? residual->data_ptr<double>() : nullptr,
+                                   weight.data_ptr<double>(), bias.data_ptr<double>(), y.data_ptr<double>(),
+                                   mean.data_ptr<double>(), invstd.data_ptr<double>(),
+                                   rm.defined() ? rm.data_ptr<double>() : nullptr,
+                                   rv.defined() ? rv.data_ptr<double>() : nullptr, M, c, momentum, eps);
+  return {y, mean, invstd};
+}
+
+// (dx or an undefined tensor, dweight, dbias) for the output gradient g (N, H, W, C).
+std::vector<torch::Tensor> bn_relu_backward(const torch::Tensor& x, const torch::Tensor& g,
+                                            const torch::Tensor& weight, const torch::Tensor& bias,
+                                            const torch::Tensor& mean, const torch::Tensor& invstd,
+                                            bool input_grad) {
+  check_nhwc(x, "x");
+  check_nhwc(g, "grad_output");
+  TORCH_CHECK(g.sizes() == x.sizes() && g.scalar_type() == x.scalar_type(), "x and grad_output must match");
+  for (auto* t : {&weight, &bias, &mean, &invstd}) check_channel_vector(*t, x, "a per-channel tensor");
+  const int64_t C = x.size(3), M = x.numel() / std::max<int64_t>(C, 1);
+  auto dx = input_grad ? torch::empty_like(x) : torch::Tensor();
+  auto dw = torch::empty({C}, x.options()), db = torch::empty({C}, x.options());
+  const int c = static_cast<int>(C);
+  if (x.scalar_type() == at::kFloat)
+    mgcnn_kernels::bn_relu_bwd_f32(x.data_ptr<float>(), g.data_ptr<float>(), weight.data_ptr<float>(),
+                                   bias.data_ptr<float>(), mean.data_ptr<float>(), invstd.data_ptr<float>(),
+                                   input_grad ? dx.data_ptr<float>() : nullptr, dw.data_ptr<float>(),
+                                   db.data_ptr<float>(), M, c);
+  else
+    mgcnn_kernels::bn_relu_bwd_f64(x.data_ptr<double>(), g.data_ptr<double>(), weight.data_ptr<double>(),
+                                   bias.data_ptr<double>(), mean.data_ptr<double>(), invstd.data_ptr<double>(),
+                                   input_grad ? dx.data_ptr<double>() : nullptr, dw.data_ptr<double>(),
+                                   db.data_ptr<double>(), M, c);
+  return {dx, dw, db};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -90,4 +159,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("weight"), py::arg("height"), py::arg("width"), py::arg("channels"), nogil);
   m.def("dws2_weight_grad", &mgcnn_kernels::dws2_weight_grad, "dW from x and dy, NHWC", py::arg("x"),
         py::arg("grad_output"), nogil);
+  m.def("bn_relu_forward", &bn_relu_forward, "training BatchNorm + ReLU (+ residual), NHWC: (y, mean, invstd)",
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("residual"), py::arg("running_mean"),
+        py::arg("running_var"), py::arg("momentum"), py::arg("eps"), nogil);
+  m.def("bn_relu_backward", &bn_relu_backward, "its backward: (dx, dweight, dbias)", py::arg("x"),
+        py::arg("grad_output"), py::arg("weight"), py::arg("bias"), py::arg("mean"), py::arg("invstd"),
+        py::arg("input_grad"), nogil);
 }
