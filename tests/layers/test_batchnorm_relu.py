@@ -12,20 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import mgcnn
-from mgcnn.layers import Stem, cpu_kernels
+from mgcnn.layers import Stem
 from mgcnn.layers.batchnorm import BatchNormReLU2d, fuse_batchnorm_relu, supported
 
 CL = torch.channels_last
 CHANNELS = [1, 2, 3, 5, 7, 8, 15, 16, 17, 24, 31, 32, 33, 48, 63, 64]
 SHAPES = [(4, 5, 5), (3, 1, 1), (1, 9, 7), (2, 3, 17)]  # (N, H, W): 1x1 with a batch, batch 1 with larger images
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    module = cpu_kernels.load()
-    if module is None:
-        pytest.skip(f"mgcnn's CPU kernels cannot be built here: {cpu_kernels.status()}")
-    return module
 
 
 def _pair(c, dtype, momentum=0.1, seed=0):

@@ -17,17 +17,10 @@ import torch.nn.functional as F
 
 from mgcnn.layers import ConvPlanner, conv3x3, cpu_conv, cpu_kernels, set_conv_planner
 from mgcnn.layers import conv as conv_mod
+from tests.helpers import last_candidate_wins
 
 CL = torch.channels_last
 GROUP_SIZES = [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 24, 32]
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    module = cpu_kernels.load()
-    if module is None:
-        pytest.skip(f"mgcnn's CPU kernels cannot be built here: {cpu_kernels.status()}")
-    return module
 
 
 def _check(x, w, groups, rtol, atol):
@@ -129,27 +122,16 @@ def test_the_kernels_refuse_what_they_do_not_compute(kernels):
         kernels.forward(x.permute(0, 2, 3, 1), w)  # the raw kernels take contiguous (N, H, W, C) only
 
 
-def _last_candidate_wins():
-    calls = []
-
-    def timer(run, device):
-        run()
-        calls.append(run)
-        return 1.0 / len(calls)
-
-    return timer
-
-
 def test_the_planner_offers_the_kernel_for_channels_last_cpu_convolutions_only(kernels):
     assert conv_mod.candidates(16, 4, 4, cpu_ok=True)[-1] == ("cpu", 1)
     assert ("cpu", 1) not in conv_mod.candidates(16, 4, 4)
     conv = conv3x3(16, 16, groups=4)
     x = torch.randn(2, 16, 8, 8)
-    planner = set_conv_planner(conv, ConvPlanner(timer=_last_candidate_wins()))
+    planner = set_conv_planner(conv, ConvPlanner(timer=last_candidate_wins()))
     conv(x.contiguous(memory_format=CL)).sum().backward()
     conv(x).sum().backward()  # NCHW: not offered
     assert sorted(planner.plans.values()) == [("cpu", 1), ("merge", 4)]
-    off = set_conv_planner(conv, ConvPlanner(cpu_kernels=False, timer=_last_candidate_wins()))
+    off = set_conv_planner(conv, ConvPlanner(cpu_kernels=False, timer=last_candidate_wins()))
     conv(x.contiguous(memory_format=CL)).sum().backward()
     assert list(off.plans.values()) == [("merge", 4)]
 
@@ -184,7 +166,7 @@ def test_a_tiny_mgiad_trains_to_the_same_loss_with_and_without_the_kernel(kernel
             losses.append(loss.item())
         return losses
 
-    planner = ConvPlanner(timer=_last_candidate_wins())
+    planner = ConvPlanner(timer=last_candidate_wins())
     with_kernel = train(planner)
     assert ("cpu", 1) in planner.plans.values()
     stock = train(None)
@@ -237,6 +219,7 @@ def test_without_a_compiler_a_model_warns_once_and_runs_the_stock_kernels(tmp_pa
 import warnings, torch
 from mgcnn.layers import ConvPlanner, set_conv_planner, cpu_kernels
 from mgcnn.models import create_model
+from tests.helpers import last_candidate_wins
 warnings.simplefilter("always")
 with warnings.catch_warnings(record=True) as caught:
     model = create_model("mgiad", widths=(8, 16), coarse_channels=4, group_size=4).to(memory_format=torch.channels_last)

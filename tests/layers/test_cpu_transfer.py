@@ -6,21 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mgcnn.layers import ConvPlanner, cpu_kernels, cpu_transfer, set_conv_planner
+from mgcnn.layers import ConvPlanner, cpu_transfer, set_conv_planner
 from mgcnn.layers import conv as conv_mod
 from mgcnn.layers.transfer import resolution_transfer
+from tests.helpers import last_candidate_wins
 
 CL = torch.channels_last
 CHANNELS = [1, 2, 3, 5, 7, 8, 15, 16, 17, 24, 31, 33, 64]
 SIZES = [(1, 1, 1), (1, 3, 3), (2, 7, 7), (1, 5, 6), (2, 2, 2), (1, 8, 8), (2, 4, 9), (1, 6, 1)]
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    module = cpu_kernels.load()
-    if module is None:
-        pytest.skip(f"mgcnn's CPU kernels cannot be built here: {cpu_kernels.status()}")
-    return module
 
 
 def _check(x, w, rtol, atol, needs=(True, True)):
@@ -146,21 +139,10 @@ def test_the_kernel_refuses_what_it_does_not_compute(kernels):
         kernels.dws2_input_grad(torch.randn(1, 4, 4, 32), w, 10, 8, 16)
 
 
-def _last_candidate_wins():
-    calls = []
-
-    def timer(run, device):
-        run()
-        calls.append(run)
-        return 1.0 / len(calls)
-
-    return timer
-
-
 def test_the_planner_offers_the_kernel_for_channels_last_transfers_only(kernels):
     pi = resolution_transfer(16, 32)
     x = torch.randn(2, 16, 9, 9)
-    planner = set_conv_planner(pi, ConvPlanner(timer=_last_candidate_wins()))
+    planner = set_conv_planner(pi, ConvPlanner(timer=last_candidate_wins()))
     y = pi(x.contiguous(memory_format=CL))
     y.sum().backward()
     pi(x).sum().backward()  # NCHW: not offered
@@ -168,11 +150,11 @@ def test_the_planner_offers_the_kernel_for_channels_last_transfers_only(kernels)
     described = [d for d in planner.describe() if d["channels_last"]]
     assert described[0]["plan"] == ["cpu", 1] and described[0]["stride"] == [2, 2]
     torch.testing.assert_close(y, F.conv2d(x, pi.weight, None, 2, 1, 1, 16), rtol=1e-4, atol=1e-5)
-    off = set_conv_planner(pi, ConvPlanner(cpu_kernels=False, timer=_last_candidate_wins()))
+    off = set_conv_planner(pi, ConvPlanner(cpu_kernels=False, timer=last_candidate_wins()))
     pi(x.contiguous(memory_format=CL)).sum().backward()
     assert list(off.plans.values()) == [("split", 2)]
     r = resolution_transfer(16, 16)  # multiplier 1: the merge candidates, then the kernel
-    planner = set_conv_planner(r, ConvPlanner(timer=_last_candidate_wins()))
+    planner = set_conv_planner(r, ConvPlanner(timer=last_candidate_wins()))
     r(x.contiguous(memory_format=CL))
     assert list(planner.plans.values()) == [("cpu", 1)]
 
