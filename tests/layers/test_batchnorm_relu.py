@@ -210,3 +210,30 @@ def test_model_trains_the_same(kernels, dtype, rel, lr):
     fused.eval()
     with torch.no_grad():
         torch.testing.assert_close(fused(x), stock(x), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("placement", ["regular", "outside", "relu-outside"])
+def test_poly_mgnet_blocks_fuse_where_norm_and_act_are_back_to_back(kernels, placement):
+    """Poly-MgNet's blocks declare their pairs per placement; the fused model trains as the stock one (float64)."""
+    torch.manual_seed(0)
+    stock = mgcnn.create_model("poly_mgnet_q2", widths=[8, 8, 8, 8], placement=placement).to(torch.float64,
+                                                                                              memory_format=CL)
+    fused = copy.deepcopy(stock)
+    n = fuse_batchnorm_relu(fused)
+    pairs = sum(len(getattr(m, "norm_act_pairs", ())) for m in stock.modules())
+    assert n >= pairs and (pairs > 0) == (placement != "relu-outside")  # relu-outside: its act comes later
+    assert list(fused.state_dict()) == list(stock.state_dict())
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64).contiguous(memory_format=CL)
+    y = torch.randint(0, 10, (4,))
+    losses = []
+    for model in (stock, fused):
+        opt = torch.optim.SGD(model.train().parameters(), lr=0.05, momentum=0.9)
+        run = []
+        for _ in range(3):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            run.append(loss.item())
+        losses.append(run)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-9)

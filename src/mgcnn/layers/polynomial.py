@@ -52,6 +52,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from .batchnorm import BatchNormReLU2d
 from .common import LayerFactory, make_act
 from .conv import operator
 from .smoothing import Smoother, add, residual
@@ -99,6 +100,10 @@ class PolyBlock(nn.Module):
         self.norm2 = norm_layer(channels) if placement not in ("plain", "relu-outside-nobn") else nn.Identity()
         self.act2 = make_act(act_layer) if placement in ("regular", "outside", *_LEVEL_ACT) else nn.Identity()
         self.level_act = placement in _LEVEL_ACT  # the smoother applies act2 after its last block
+        # the (norm, act) pairs this variant applies back to back, which mgcnn.layers.batchnorm may fuse
+        self.norm_act_pairs = tuple(pair for pair, used in ((("norm1", "act1"), residual_type == "regular"),
+                                                            (("norm2", "act2"), placement in ("regular", "outside")))
+                                    if used)
 
     def correction(self, r: Tensor, A: nn.Module) -> Tensor:
         raise NotImplementedError
@@ -117,6 +122,8 @@ class PolyBlock(nn.Module):
         c = self.correction(r, A)
         p = self.placement
         if p == "regular":
+            if u is not None and isinstance(self.norm2, BatchNormReLU2d):  # fused: u + relu(norm2(c)) in one pass
+                return self.norm2(c, residual=u)
             return add(u, self.act2(self.norm2(c)))
         if p == "outside":
             return self.act2(self.norm2(add(u, c)))
