@@ -111,8 +111,9 @@ def _batched(fn: Callable[[Tensor], Tensor], mats: Tensor) -> Tensor:
     LAPACK's eigen/SVD drivers solve one small matrix at a time on one core; the batch is split into one chunk per
     thread (ATen releases the GIL), which is 1.6x faster on our 2-core machine. The BLAS inside each call runs on
     one thread meanwhile: two chunks with two BLAS threads each would ask four threads of two cores (256 channels
-    on a 32x32 grid in float64: 14.8 s instead of 16.3 s on a slower day of our VM, `python benchmarks/spectrum_speed.py`;
-    11.9 s alone with :func:`_solve_half`, where one complex 256x256 eigenproblem takes LAPACK 46 ms per core).
+    on a 32x32 grid in float64: 14.8 s instead of 16.3 s on a slower day of our VM, `python
+    benchmarks/spectrum_speed.py`; 11.9 s alone with :func:`_solve_half`, where one complex 256x256 eigenproblem
+    takes LAPACK 46 ms per core).
     """
     shape = mats.shape[:-2]
     flat = mats.reshape(-1, *mats.shape[-2:])
