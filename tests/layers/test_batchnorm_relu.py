@@ -172,6 +172,19 @@ def test_fuse_batchnorm_relu_pairs():
     assert type(bn) is nn.BatchNorm2d
 
 
+def _sgd_losses(model, x, y, lr, steps):
+    """The losses of ``steps`` SGD steps (momentum 0.9) of ``model`` in training mode on one batch."""
+    opt = torch.optim.SGD(model.train().parameters(), lr=lr, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.mark.parametrize("dtype, rel, lr", [(torch.float64, 1e-9, 0.05), (torch.float32, 2e-3, 0.01)])
 def test_model_trains_the_same(kernels, dtype, rel, lr):
     """mgiad_l3_c16_g8 with and without the fusion: same state-dict keys, same losses over a few SGD steps.
@@ -186,18 +199,7 @@ def test_model_trains_the_same(kernels, dtype, rel, lr):
     assert list(fused.state_dict()) == list(stock.state_dict())
     x = torch.randn(8, 1, 28, 28, dtype=dtype).contiguous(memory_format=CL)
     y = torch.randint(0, 10, (8,))
-    losses = []
-    for model in (stock, fused):
-        model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-        run = []
-        for _ in range(4):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            run.append(loss.item())
-        losses.append(run)
+    losses = [_sgd_losses(model, x, y, lr, 4) for model in (stock, fused)]
     assert losses[0] == pytest.approx(losses[1], rel=rel)
     if dtype != torch.float64:
         return  # float32 weights have drifted apart by rounding noise as large as the loss's (see above)
@@ -225,15 +227,5 @@ def test_poly_mgnet_blocks_fuse_where_norm_and_act_are_back_to_back(kernels, pla
     assert list(fused.state_dict()) == list(stock.state_dict())
     x = torch.randn(4, 3, 16, 16, dtype=torch.float64).contiguous(memory_format=CL)
     y = torch.randint(0, 10, (4,))
-    losses = []
-    for model in (stock, fused):
-        opt = torch.optim.SGD(model.train().parameters(), lr=0.05, momentum=0.9)
-        run = []
-        for _ in range(3):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            run.append(loss.item())
-        losses.append(run)
+    losses = [_sgd_losses(model, x, y, 0.05, 3) for model in (stock, fused)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-9)
