@@ -69,6 +69,18 @@ def model_shapes(name: str, batch: int) -> Counter:
     return out
 
 
+def _train_pass(x, w, gy):
+    """conv -> a callable running one forward + backward of ``conv(x, w)`` with output gradient ``gy``."""
+    xg, wg = x.detach().requires_grad_(), w.detach().requires_grad_()
+
+    def train(conv):
+        def run():
+            xg.grad = wg.grad = None
+            conv(xg, wg).backward(gy)
+        return run
+    return train
+
+
 def _calls(xs: tuple, groups: int):
     """The stock and mgcnn callables of every pass on fresh random operands."""
     ext = cpu_kernels.load()
@@ -78,13 +90,7 @@ def _calls(xs: tuple, groups: int):
     gy = torch.randn_like(x)
     xh, gyh = x.permute(0, 2, 3, 1), gy.permute(0, 2, 3, 1)
     cb = torch.ops.aten.convolution_backward.default
-    xg, wg = x.detach().requires_grad_(), w.detach().requires_grad_()
-
-    def train(conv):
-        def run():
-            xg.grad = wg.grad = None
-            conv(xg, wg).backward(gy)
-        return run
+    train = _train_pass(x, w, gy)
 
     stock = {"fwd": lambda: F.conv2d(x, w, None, 1, 1, 1, groups),
              "dx": lambda: cb(gy, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], groups, [True, False, False]),
@@ -118,13 +124,7 @@ def _transfer_calls(xs: tuple, ws: tuple):
     gy = torch.randn_like(y)
     xh, gyh = x.permute(0, 2, 3, 1), gy.permute(0, 2, 3, 1)
     cb = torch.ops.aten.convolution_backward.default
-    xg, wg = x.detach().requires_grad_(), w.detach().requires_grad_()
-
-    def train(conv):
-        def run():
-            xg.grad = wg.grad = None
-            conv(xg, wg).backward(gy)
-        return run
+    train = _train_pass(x, w, gy)
 
     def bwd(mask):
         return lambda: cb(gy, x, w, None, [2, 2], [1, 1], [1, 1], False, [0, 0], c, mask)

@@ -68,16 +68,22 @@ def _nhwc(t: Tensor) -> Tensor:
     return t.permute(0, 2, 3, 1).contiguous()
 
 
+def _nchw(t: Tensor, channels_last: bool) -> Tensor:
+    """A kernel's (N, H, W, C) result as (N, C, H, W) in the input's layout (channels-last: a free view), as
+    F.conv2d returns it."""
+    y = t.permute(0, 3, 1, 2)
+    return y if channels_last else y.contiguous()
+
+
 class _GroupedConv3x3(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, groups: int) -> Tensor:
         ext = cpu_kernels.load()
         xh = _nhwc(x)
         w = weight.contiguous()
-        y = ext.forward(xh, w).permute(0, 3, 1, 2)  # (N, C, H, W), channels-last
         ctx.save_for_backward(xh, w)
         ctx.channels_last = x.is_contiguous(memory_format=CL)
-        return y if ctx.channels_last else y.contiguous()  # the input's layout, as F.conv2d
+        return _nchw(ext.forward(xh, w), ctx.channels_last)  # (N, C, H, W)
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # the kernels build no graph: double backward is an error
@@ -87,9 +93,7 @@ class _GroupedConv3x3(torch.autograd.Function):
         gy = _nhwc(grad.to(xh.dtype))
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            gx = ext.input_grad(gy, w).permute(0, 3, 1, 2)
-            if not ctx.channels_last:
-                gx = gx.contiguous()
+            gx = _nchw(ext.input_grad(gy, w), ctx.channels_last)
         if ctx.needs_input_grad[1]:
             gw = ext.weight_grad(xh, gy, w.shape[1])
         return gx, gw, None

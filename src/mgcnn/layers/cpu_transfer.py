@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import cpu_kernels
+from .cpu_conv import _nchw, _nhwc
 
 MULTIPLIERS = (1, 2)  # the channel multipliers the vectorised kernels are built for (MGiaD's and MgNet's)
 CL = torch.channels_last
@@ -60,21 +61,15 @@ def supported(x: Tensor, weight: Tensor, stride=2, padding=1, dilation=1, groups
     return cpu_kernels.load() is not None
 
 
-def _nhwc(t: Tensor) -> Tensor:
-    """(N, C, H, W) -> the contiguous (N, H, W, C) tensor: a free view of a channels-last tensor, else a copy."""
-    return t.permute(0, 2, 3, 1).contiguous()
-
-
 class _DepthwiseS2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
         ext = cpu_kernels.load()
         xh = _nhwc(x)
         w = weight.contiguous()
-        y = ext.dws2_forward(xh, w).permute(0, 3, 1, 2)  # (N, C M, Ho, Wo), channels-last
         ctx.save_for_backward(xh, w)
         ctx.channels_last = x.is_contiguous(memory_format=CL)
-        return y if ctx.channels_last else y.contiguous()  # the input's layout, as F.conv2d
+        return _nchw(ext.dws2_forward(xh, w), ctx.channels_last)  # (N, C M, Ho, Wo)
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # the kernels build no graph: double backward is an error
@@ -85,9 +80,7 @@ class _DepthwiseS2(torch.autograd.Function):
         gx = gw = None
         if ctx.needs_input_grad[0]:
             _, h, wd, c = xh.shape
-            gx = ext.dws2_input_grad(gy, w, h, wd, c).permute(0, 3, 1, 2)
-            if not ctx.channels_last:
-                gx = gx.contiguous()
+            gx = _nchw(ext.dws2_input_grad(gy, w, h, wd, c), ctx.channels_last)
         if ctx.needs_input_grad[1]:
             gw = ext.dws2_weight_grad(xh, gy)
         return gx, gw

@@ -33,7 +33,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ("bindings.cpp", "conv3x3.cpp", "depthwise_s2.cpp", "batchnorm.cpp")  # batchnorm: training BN + ReLU
-HEADERS = ("conv3x3.h", "depthwise_s2.h", "batchnorm.h")
+HEADERS = ("conv3x3.h", "depthwise_s2.h", "batchnorm.h", "tensor_checks.h")
 CFLAGS = ("-O3", "-march=native", "-fopenmp")  # OpenMP: at::parallel_for runs on torch's intra-op threads
 LDFLAGS = ("-fopenmp",)
 NAME = "mgcnn_cpu_kernels"

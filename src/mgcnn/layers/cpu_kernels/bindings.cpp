@@ -1,19 +1,14 @@
-// PyTorch bindings of the grouped 3x3 convolution kernels of conv3x3.cpp (NHWC tensors in, NHWC tensors out).
+// PyTorch bindings of mgcnn's CPU kernels: conv3x3.cpp, depthwise_s2.cpp, batchnorm.cpp (NHWC tensors in and out).
 #include <torch/extension.h>
 
 #include "batchnorm.h"
 #include "conv3x3.h"
 #include "depthwise_s2.h"
+#include "tensor_checks.h"
 
 namespace {
 
-void check_nhwc(const torch::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
-  TORCH_CHECK(t.dim() == 4, name, " must be (N, H, W, C)");
-  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous NHWC (a channels-last tensor permuted to N, H, W, C)");
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name, " must be float32 or float64");
-  TORCH_CHECK(t.size(1) < (1 << 30) && t.size(2) < (1 << 30) && t.size(3) < (1 << 30), name, " is too large");
-}
+using mgcnn_kernels::check_nhwc;
 
 void check_weight(const torch::Tensor& w, const torch::Tensor& x) {
   TORCH_CHECK(w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3, "weight must be (C, C/groups, 3, 3)");

@@ -25,6 +25,7 @@
 // float64 (and float32 without those instruction sets): plain loops, each output computed in a fixed order.
 
 #include "depthwise_s2.h"
+#include "tensor_checks.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -571,13 +572,6 @@ void wgrad_f32(const float* x, const float* dy, float* dw, int64_t N, int H, int
 }
 
 // ------------------------------------------------------------------------------------------- tensor checks
-void check_nhwc(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
-  TORCH_CHECK(t.dim() == 4, name, " must be (N, H, W, C)");
-  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous NHWC (a channels-last tensor permuted to N, H, W, C)");
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name, " must be float32 or float64");
-  TORCH_CHECK(t.size(1) < (1 << 30) && t.size(2) < (1 << 30) && t.size(3) < (1 << 30), name, " is too large");
-}
 
 // The channel multiplier of weight w (C M, 1, 3, 3) for C input channels.
 int check_weight(const at::Tensor& w, const at::Tensor& t, int64_t C) {
