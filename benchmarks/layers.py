@@ -5,10 +5,14 @@
     python benchmarks/layers.py convs [--models mgiad_c16_g4 ...] [--batch-size 128]
 
 `convs` records every convolution one training forward of each model runs (fast paths on), times each distinct
-shape forward + backward (input and weight gradients) with the stock grouped kernel and with the best merged-group
-plan (`mgcnn.layers.conv.merge_groups`), and sums them. Dividing the model's training FLOPs by that conv-only time gives
-an upper bound on the model's achieved training GFLOP/s that holds even if every other op (norms, activations,
-residuals, transfers) took no time at all. ResNet18's achieved training GFLOP/s is measured in the same run.
+shape forward + backward (input and weight gradients) with the stock grouped kernel and with the best plan of the
+planner's candidates (merged groups, `mgcnn.layers.conv.merge_groups`, and mgcnn's CPU kernels where they apply;
+`--no-cpu-kernels` leaves those out), and sums them per kind (grouped, dense, stride-2 transfers). Dividing the
+model's training FLOPs by that conv-only time gives an upper bound on the model's achieved training GFLOP/s that
+holds even if every other op (norms, activations, residuals, transfers) took no time at all. Whole training steps
+are timed as training runs them: with the stock kernels and BatchNorm, and with mgcnn's kernels and fused
+BatchNorm + ReLU; each step minus its convolutions is the time outside convolutions. ResNet18's achieved training
+GFLOP/s is measured in the same run.
 Timings: medians of 5 after 2 warm-ups; fp32, channels_last.
 """
 
@@ -30,6 +34,7 @@ from mgcnn import perf
 from mgcnn.layers import ChannelProlongation, ChannelRestriction, reference_mode
 from mgcnn.layers import conv as conv_mod
 from mgcnn.models import create_model
+from mgcnn.settings import settings
 
 CL = torch.channels_last
 
@@ -104,9 +109,14 @@ def _conv_ms(x_shape, w_shape, stride, padding, groups, plan, input_grad: bool) 
     x = torch.randn(x_shape).contiguous(memory_format=CL).requires_grad_(input_grad)
     w = torch.randn(w_shape).requires_grad_()
 
+    g = None
+
     def step():
+        nonlocal g
+        x.grad = w.grad = None  # in training an activation's gradient is written once, never accumulated
         y = conv_mod.grouped_conv(x, w, plan, stride, padding, (1, 1), groups)
-        y.backward(torch.ones_like(y))
+        g = torch.ones_like(y) if g is None else g
+        y.backward(g)
 
     return median_ms(step)
 
@@ -123,10 +133,39 @@ def _train_step_ms(model, x, y) -> float:
     return median_ms(step)
 
 
-def bench_convs(models: list[str], batch: int) -> None:
+def _kernels_ok(xs, ws, stride, padding, groups) -> bool:
+    """Whether mgcnn's CPU kernels (grouped 3x3 stride 1, depthwise stride 2) compute this conv on this machine."""
+    from mgcnn.layers.cpu_conv import supported
+    from mgcnn.layers.cpu_transfer import supported as transfer_supported
+
+    x, w = torch.empty(xs).contiguous(memory_format=CL), torch.empty(ws)
+    return supported(x, w, stride, padding, 1, groups) or transfer_supported(x, w, stride, padding, 1, groups)
+
+
+def _step_ms(name: str, x, y, kernels: bool) -> float:
+    """A training step of ``name`` as training runs it: planner attached; with ``kernels`` also mgcnn's CPU kernels
+    among its candidates and BatchNorm + ReLU fused (mgcnn.train.engine.prepare_model)."""
+    from mgcnn.layers import ConvPlanner, set_conv_planner
+    from mgcnn.layers.batchnorm import fuse_batchnorm_relu
+
+    torch.manual_seed(0)
+    model = create_model(name).to(memory_format=CL)
+    if kernels:
+        fuse_batchnorm_relu(model)
+    set_conv_planner(model, ConvPlanner(cpu_kernels=kernels))
+    return _train_step_ms(model, x, y)
+
+
+def bench_convs(models: list[str], batch: int, kernels: bool) -> None:
     perf.tune_allocator()
     x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=CL)
     y = torch.randint(0, 10, (batch,))
+    kernels = kernels and settings().cpu_kernels  # MGCNN_CPU_KERNELS=0 turns them off here too
+    if kernels:
+        from mgcnn.layers import cpu_conv
+
+        kernels = cpu_conv.available()  # builds them on first use; a warning line where they cannot be built
+    print(f"mgcnn's CPU kernels among the plans: {kernels}")
 
     def train_flops(model) -> float:
         with FlopCounterMode(display=False) as fc, torch.no_grad():
@@ -141,29 +180,46 @@ def bench_convs(models: list[str], batch: int) -> None:
         with _RecordConvs() as rec, torch.no_grad():
             model(x)
         flops = train_flops(model)
-        step_ms = _train_step_ms(model, x, y)
+        step_stock = _step_ms(name, x, y, kernels=False)
+        step_ms = _step_ms(name, x, y, kernels=True) if kernels else step_stock
         print(f"\n{name}: {flops / batch / 3e6:.1f} MFLOPs/img forward, train step {step_ms:.0f} ms "
-              f"({flops / step_ms / 1e6:.1f} GFLOP/s achieved)")
+              f"({flops / step_ms / 1e6:.1f} GFLOP/s achieved; stock kernels and BatchNorm: {step_stock:.0f} ms)")
         print("| input | weight | stride | groups | calls | GFLOP (fwd+bwd) | grouped ms | GFLOP/s | best plan | "
-              "best ms | GFLOP/s |\n|---|---|---|---|---|---|---|---|---|---|---|")
+              "best ms | GFLOP/s | vs grouped |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
         total_grouped = total_best = 0.0
+        parts: dict[str, list[float]] = {}  # kind -> [GFLOP, stock ms, best ms] (calls included)
         for (xs, ws, stride, padding, groups), n in sorted(rec.calls.items(), key=lambda kv: -kv[1] * kv[0][0][2]):
             c_out, cin_g, kh, kw = ws
             out_hw = (xs[2] + 2 * padding[0] - kh) // stride[0] + 1
             gf = 3 * 2 * xs[0] * c_out * cin_g * kh * kw * out_hw * out_hw / 1e9
             input_grad = xs[1] != 3  # the stem's input needs no gradient
+            cpu_ok = kernels and _kernels_ok(xs, ws, stride, padding, groups)
             times = {plan: _conv_ms(xs, ws, stride, padding, groups, plan, input_grad)
-                     for plan in conv_mod.candidates(groups, cin_g, c_out // groups)}
+                     for plan in conv_mod.candidates(groups, cin_g, c_out // groups, cpu_ok=cpu_ok)}
             best = min(times, key=times.get)
             grouped = times[conv_mod.GROUPED]
             total_grouped += n * grouped
             total_best += n * times[best]
+            kind = ("transfer (stride 2)" if stride[0] == 2 else "dense" if groups == 1
+                    else f"grouped, {cin_g} channels per group")
+            part = parts.setdefault(kind, [0.0, 0.0, 0.0])
+            part[0] += n * gf
+            part[1] += n * grouped
+            part[2] += n * times[best]
             print(f"| {'x'.join(map(str, xs))} | {'x'.join(map(str, ws))} | {stride[0]} | {groups} | {n} | {gf:.2f} | "
                   f"{grouped:.1f} | {gf / grouped * 1e3:.0f} | {best[0]} {best[1]} | {times[best]:.1f} | "
-                  f"{gf / times[best] * 1e3:.0f} |")
+                  f"{gf / times[best] * 1e3:.0f} | {grouped / times[best]:.2f}x |")
+        print("\n| convolutions | GFLOP per step | stock ms | stock GFLOP/s | best ms | best GFLOP/s | ratio |\n"
+              "|---|---|---|---|---|---|---|")
+        for kind, (gf, t_stock, t_best) in parts.items():
+            print(f"| {kind} | {gf:.2f} | {t_stock:.0f} | {gf / t_stock * 1e3:.0f} | {t_best:.0f} | "
+                  f"{gf / t_best * 1e3:.0f} | {t_stock / t_best:.2f}x |")
         bound = flops / total_best / 1e6
+        outside_stock, outside = step_stock - total_grouped, step_ms - total_best
         print(f"convolutions alone: {total_grouped:.0f} ms per step with the grouped kernels, {total_best:.0f} ms with "
               f"the best plan per shape ({100 * total_best / step_ms:.0f}% of the measured step).")
+        print(f"outside convolutions: {outside:.0f} ms per step (step minus best convolutions) against {outside_stock:.0f} "
+              f"ms with the stock kernels and BatchNorm ({outside / outside_stock:.2f}x).")
         print(f"bound: with every non-conv op free, {name} reaches at most {bound:.1f} GFLOP/s = "
               f"{bound / ref_gflops:.2f} x ResNet18's achieved {ref_gflops:.1f} GFLOP/s.")
 
@@ -173,13 +229,14 @@ def main() -> None:
     p.add_argument("what", choices=["allocator", "transfers", "convs"])
     p.add_argument("--models", nargs="+", default=["mgiad_c16_g4", "mgiad_c64_g8", "poly_mgnet_q2"])
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--no-cpu-kernels", action="store_true", help="convs: the stock and merged plans only")
     args = p.parse_args()
     if args.what == "allocator":
         bench_allocator()
     elif args.what == "transfers":
         bench_transfers(args.batch_size)
     else:
-        bench_convs(args.models, args.batch_size)
+        bench_convs(args.models, args.batch_size, not args.no_cpu_kernels)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ torch.set_num_threads(1)
 a = torch.randn(16, 256, 256, dtype=torch.complex128)
 torch.linalg.eigvals(a[:2]); t=time.perf_counter(); torch.linalg.eigvals(a); per=(time.perf_counter()-t)/16
 print(f'zgeev 256x256 one thread: {per*1e3:.1f} ms per matrix; 510 complex + 4 real problems on 2 cores >= {510*per/2:.1f} s')" 2>&1 | tee $OUT/zgeev.txt
+echo "== per-layer, mgiad_c16_g4"; python benchmarks/layers.py convs --models mgiad_c16_g4 2>&1 | tee $OUT/convs_c16_g4.txt
 echo "== bench kernels on"; mgcnn bench --models resnet18 mgnet_ab mgiad_c16_g4 mgiad_c64_g8 --csv $OUT/bench_on.csv 2>&1 | tee $OUT/bench_on.txt
 echo "== bench kernels off"; mgcnn bench --models mgnet_ab mgiad_c16_g4 --no-cpu-kernels 2>&1 | tee $OUT/bench_off.txt
 echo "== main job model 28x28 on/off"; mgcnn bench --models mgiad_l3_c16_g8 --in-channels 1 --image-size 28 2>&1 | tee $OUT/main_on.txt
