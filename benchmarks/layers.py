@@ -218,8 +218,8 @@ def bench_convs(models: list[str], batch: int, kernels: bool) -> None:
         outside_stock, outside = step_stock - total_grouped, step_ms - total_best
         print(f"convolutions alone: {total_grouped:.0f} ms per step with the grouped kernels, {total_best:.0f} ms with "
               f"the best plan per shape ({100 * total_best / step_ms:.0f}% of the measured step).")
-        print(f"outside convolutions: {outside:.0f} ms per step (step minus best convolutions) against {outside_stock:.0f} "
-              f"ms with the stock kernels and BatchNorm ({outside / outside_stock:.2f}x).")
+        print(f"outside convolutions: {outside:.0f} ms per step (step minus best convolutions) against "
+              f"{outside_stock:.0f} ms with the stock kernels and BatchNorm ({outside / outside_stock:.2f}x).")
         print(f"bound: with every non-conv op free, {name} reaches at most {bound:.1f} GFLOP/s = "
               f"{bound / ref_gflops:.2f} x ResNet18's achieved {ref_gflops:.1f} GFLOP/s.")
 
