@@ -138,3 +138,26 @@ def test_split_plan_gives_the_multiplier_convolution_and_its_gradients(k, stride
     g = torch.randn_like(y)
     for a, b in zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(y_ref, (x, w), g)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_interleaved_min_times_calls_in_rounds_and_keeps_the_fastest_call():
+    from mgcnn.layers.conv import interleaved_min_times
+
+    order, fake = [], {"a": iter([5.0, 0.9, 3.0, 0.2]), "b": iter([1.0, 2.0, 0.5, 0.4])}
+    clock = [0.0]
+
+    def make(name):
+        def fn():
+            order.append(name)
+            clock[0] += next(fake[name])
+        return fn
+
+    import mgcnn.layers.conv as conv_mod
+    real = conv_mod.time.perf_counter
+    conv_mod.time.perf_counter = lambda: clock[0]
+    try:
+        times = interleaved_min_times([make("a"), make("b")], "cpu", rounds=3)
+    finally:
+        conv_mod.time.perf_counter = real
+    assert order == ["a", "b"] * 4  # a warm-up round, then 3 rounds of one call each, in turn
+    assert times == pytest.approx([0.2, 0.4])  # the warm-up calls (5.0, 1.0) never count

@@ -250,6 +250,7 @@ class ConvPlanner:
         cands = candidates(groups, conv.weight.shape[1], conv.weight.shape[0] // groups, triton_ok, cpu_ok)
 
         def run(cand: Plan) -> None:
+            xs.grad = w0.grad = None  # as in training: gradients written once, not accumulated over the calls
             with torch.set_grad_enabled(needs_grad):
                 y = grouped_conv(xs, w0, cand, conv.stride, conv.padding, conv.dilation, groups)
                 if needs_grad:
