@@ -133,15 +133,6 @@ def _train_step_ms(model, x, y) -> float:
     return median_ms(step)
 
 
-def _kernels_ok(xs, ws, stride, padding, groups) -> bool:
-    """Whether mgcnn's CPU kernels (grouped 3x3 stride 1, depthwise stride 2) compute this conv on this machine."""
-    from mgcnn.layers.cpu_conv import supported
-    from mgcnn.layers.cpu_transfer import supported as transfer_supported
-
-    x, w = torch.empty(xs).contiguous(memory_format=CL), torch.empty(ws)
-    return supported(x, w, stride, padding, 1, groups) or transfer_supported(x, w, stride, padding, 1, groups)
-
-
 def _step_ms(name: str, x, y, kernels: bool) -> float:
     """A training step of ``name`` as training runs it: planner attached; with ``kernels`` also mgcnn's CPU kernels
     among its candidates and BatchNorm + ReLU fused (mgcnn.train.engine.prepare_model)."""
@@ -193,7 +184,8 @@ def bench_convs(models: list[str], batch: int, kernels: bool) -> None:
             out_hw = (xs[2] + 2 * padding[0] - kh) // stride[0] + 1
             gf = 3 * 2 * xs[0] * c_out * cin_g * kh * kw * out_hw * out_hw / 1e9
             input_grad = xs[1] != 3  # the stem's input needs no gradient
-            cpu_ok = kernels and _kernels_ok(xs, ws, stride, padding, groups)
+            cpu_ok = kernels and conv_mod.cpu_kernel_supported(
+                torch.empty(xs).contiguous(memory_format=CL), torch.empty(ws), stride, padding, (1, 1), groups)
             times = {plan: _conv_ms(xs, ws, stride, padding, groups, plan, input_grad)
                      for plan in conv_mod.candidates(groups, cin_g, c_out // groups, cpu_ok=cpu_ok)}
             best = min(times, key=times.get)

@@ -137,6 +137,16 @@ def candidates(groups: int, in_per_group: int, out_per_group: int = 1, triton_ok
     return out
 
 
+def cpu_kernel_supported(x: Tensor, weight: Tensor, stride, padding, dilation, groups: int) -> bool:
+    """Whether one of mgcnn's C++ CPU kernels (grouped 3x3 stride 1, depthwise 3x3 stride 2) computes this conv
+    (builds the kernels on first use)."""
+    from .cpu_conv import supported
+    from .cpu_transfer import supported as transfer_supported
+
+    args = (x, weight, stride, padding, dilation, groups)
+    return supported(*args) or transfer_supported(*args)
+
+
 def median_time(fn: Callable[[], object], device: torch.device | str, warmup: int, steps: int) -> float:
     """Median seconds of ``steps`` calls of ``fn`` after ``warmup`` calls.
 
@@ -240,13 +250,8 @@ class ConvPlanner:
             from .triton_conv import supported
 
             triton_ok = supported(x, conv.weight, conv.stride, conv.padding, conv.dilation, groups)
-        cpu_ok = False
-        if self.cpu_kernels and x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last):
-            from .cpu_conv import supported as cpu_supported  # builds the kernels on first use
-            from .cpu_transfer import supported as transfer_supported
-
-            args = (x, conv.weight, conv.stride, conv.padding, conv.dilation, groups)
-            cpu_ok = cpu_supported(*args) or transfer_supported(*args)
+        cpu_ok = (self.cpu_kernels and x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
+                  and cpu_kernel_supported(x, conv.weight, conv.stride, conv.padding, conv.dilation, groups))
         cands = candidates(groups, conv.weight.shape[1], conv.weight.shape[0] // groups, triton_ok, cpu_ok)
 
         def run(cand: Plan) -> None:
