@@ -64,6 +64,69 @@ def test_float32_on_mgiad_shapes(kernels, c, hw, cg):
     _check(x, torch.randn(c, cg, 3, 3) / (3 * cg**0.5), c // cg, rtol=1e-4, atol=1e-5)
 
 
+def _check_add(fn, x, w, add, groups, rtol, atol):
+    """``fn(x, w, add)`` against ``add + F.conv2d``: output and the gradients of x, w and add."""
+    x, w, add = (t.detach().requires_grad_() for t in (x, w, add))
+    y = fn(x, w, add)
+    ref = add + F.conv2d(x, w, None, 1, 1, 1, groups)
+    g = torch.randn_like(ref)
+    got = (y, *torch.autograd.grad(y, (x, w, add), g))
+    want = (ref, *torch.autograd.grad(ref, (x, w, add), g))
+    for a, b, name in zip(got, want, ("output", "input gradient", "weight gradient", "gradient of add")):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol * max(1.0, b.abs().max().item()), msg=name)
+    return y
+
+
+@pytest.mark.parametrize("dtype, rtol, atol", [(torch.float64, 1e-10, 1e-12), (torch.float32, 1e-4, 1e-5)])
+@pytest.mark.parametrize("n, c, cg, h, w", [(2, 12, 4, 7, 7), (1, 16, 8, 1, 1), (2, 34, 17, 3, 5), (3, 64, 4, 9, 9)])
+def test_the_kernel_adds_a_tensor_in_its_accumulators(kernels, dtype, rtol, atol, n, c, cg, h, w):
+    torch.manual_seed(c + h)
+    x = torch.randn(n, c, h, w, dtype=dtype).contiguous(memory_format=CL)
+    wt = torch.randn(c, cg, 3, 3, dtype=dtype) / (3 * cg**0.5)
+    add = torch.randn(n, c, h, w, dtype=dtype).contiguous(memory_format=CL)
+    y = _check_add(lambda a, b, f: cpu_conv.grouped_conv3x3(a, b, c // cg, add=f), x, wt, add, c // cg, rtol, atol)
+    assert y.is_contiguous(memory_format=CL)
+    nchw = add.contiguous()  # another layout of the added tensor is converted
+    _check_add(lambda a, b, f: cpu_conv.grouped_conv3x3(a, b, c // cg, add=f), x, wt, nchw, c // cg, rtol, atol)
+
+
+def test_gradcheck_of_the_added_tensor_in_float64(kernels):
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 4, 5, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+    w = torch.randn(6, 3, 3, 3, dtype=torch.float64).requires_grad_()
+    add = torch.randn(2, 6, 4, 5, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b, f: cpu_conv.grouped_conv3x3(a, b, 2, add=f), (x, w, add))
+
+
+def test_the_operator_residual_fuses_its_addition_only_with_a_planner(kernels, monkeypatch):
+    """``Operator.residual`` and ``plus`` equal ``f - A u`` and ``f + A u`` with and without a planner; the kernel
+    with its added tensor runs only where a planner chose it (a grouped conv), never on a bare module."""
+    from mgcnn.layers import operator
+
+    torch.manual_seed(0)
+    calls = []
+    real = cpu_conv.grouped_conv3x3
+
+    def spy(x, weight, groups, add=None):
+        calls.append(add)
+        return real(x, weight, groups, add)
+
+    monkeypatch.setattr(cpu_conv, "grouped_conv3x3", spy)
+    for groups in (1, 4):
+        A = operator(16, groups=groups)
+        u = torch.randn(2, 16, 6, 6).contiguous(memory_format=CL)
+        f = torch.randn(2, 16, 6, 6).contiguous(memory_format=CL)
+        with torch.no_grad():
+            for planner in (None, ConvPlanner(timer=last_candidate_wins())):
+                set_conv_planner(A, planner)
+                A(u)  # plans the shape (the planner's timing calls the kernels too)
+                calls.clear()
+                torch.testing.assert_close(A.residual(f, u), f - F.conv2d(u, A.weight, None, 1, 1, 1, groups))
+                torch.testing.assert_close(A.plus(f, u), f + F.conv2d(u, A.weight, None, 1, 1, 1, groups))
+                assert len(calls) == (2 if planner is not None and groups > 1 else 0)  # dense: the stock kernel
+                assert all(c is not None for c in calls)  # the kernel got the added tensor
+
+
 def test_other_layouts_are_converted_and_keep_their_layout(kernels):
     torch.manual_seed(0)
     w = torch.randn(12, 4, 3, 3, dtype=torch.float64)

@@ -41,6 +41,25 @@ def test_pair_transfer_functions_pass_gradcheck():
                                                                          requires_grad=True)))
 
 
+def test_the_prolongation_adds_to_the_fine_state_in_its_own_pass():
+    """``P^(u^, add=u)`` is ``u + P^ u^`` (Algorithm 2 line 7) on both paths, gradients included (of add too)."""
+    torch.manual_seed(0)
+    module = ChannelProlongation(8).double()
+    uh = torch.randn(2, 4, 3, 5, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+    u = torch.randn(2, 8, 3, 5, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+    ref = u + F.conv2d(uh, module.weight, groups=4)
+    g = torch.randn_like(ref)
+    want = (ref, *torch.autograd.grad(ref, (uh, u, module.weight), g))
+    for fast, add in ((True, u), (False, u), (True, u.contiguous())):  # the last: NCHW add, the plain addition
+        module.fast = fast
+        y = module(uh, add=add)
+        got = (y, *torch.autograd.grad(y, (uh, u, module.weight), g))
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    w = torch.randn(8, 1, 1, 1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_PairProlong.apply, (uh, w, u))
+
+
 def test_pair_transfers_keep_nchw_inputs_on_the_convolution():
     module = ChannelRestriction(8)
     x = torch.randn(2, 8, 4, 4)

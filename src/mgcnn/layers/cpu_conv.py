@@ -77,13 +77,13 @@ def _nchw(t: Tensor, channels_last: bool) -> Tensor:
 
 class _GroupedConv3x3(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, groups: int) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, groups: int, add: Tensor | None) -> Tensor:
         ext = cpu_kernels.load()
         xh = _nhwc(x)
         w = weight.contiguous()
         ctx.save_for_backward(xh, w)
         ctx.channels_last = x.is_contiguous(memory_format=CL)
-        return _nchw(ext.forward(xh, w), ctx.channels_last)  # (N, C, H, W)
+        return _nchw(ext.forward(xh, w, None if add is None else _nhwc(add.to(x.dtype))), ctx.channels_last)
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # the kernels build no graph: double backward is an error
@@ -96,15 +96,18 @@ class _GroupedConv3x3(torch.autograd.Function):
             gx = _nchw(ext.input_grad(gy, w), ctx.channels_last)
         if ctx.needs_input_grad[1]:
             gw = ext.weight_grad(xh, gy, w.shape[1])
-        return gx, gw, None
+        return gx, gw, None, grad if ctx.needs_input_grad[3] else None  # d(add + y) / d add = identity
 
 
-def grouped_conv3x3(x: Tensor, weight: Tensor, groups: int) -> Tensor:
-    """``F.conv2d(x, weight, None, 1, 1, 1, groups)`` with mgcnn's CPU kernels (see :func:`supported`).
+def grouped_conv3x3(x: Tensor, weight: Tensor, groups: int, add: Tensor | None = None) -> Tensor:
+    """``F.conv2d(x, weight, None, 1, 1, 1, groups)`` with mgcnn's CPU kernels (see :func:`supported`); with
+    ``add`` (a tensor of the output's shape), ``add + F.conv2d(...)`` in the same pass (the kernel's accumulators
+    start from ``add``: the residual ``f - A u`` and the FAS data ``R r + A u`` need no separate addition).
 
     Falls back to ``F.conv2d`` where the kernels do not apply (e.g. under autocast, or where they are unavailable),
     so a plan chosen once stays correct.
     """
-    if not supported(x, weight, 1, 1, 1, groups):
-        return F.conv2d(x, weight, None, 1, 1, 1, groups)
-    return _GroupedConv3x3.apply(x, weight, groups)
+    if not supported(x, weight, 1, 1, 1, groups) or (add is not None and add.shape != x.shape):
+        y = F.conv2d(x, weight, None, 1, 1, 1, groups)
+        return y if add is None else add + y
+    return _GroupedConv3x3.apply(x, weight, groups, add)

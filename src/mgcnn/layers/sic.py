@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .common import LayerFactory, check_group_size
 from .conv import FastPath, Operator, operator
-from .smoothing import Smoother, SmoothingStep, add, fas_restrict, residual
+from .smoothing import Smoother, SmoothingStep, fas_restrict, residual
 from .transfer import channel_prolongation, channel_restriction
 
 Prolongation = Literal["direct", "fas"]
@@ -122,7 +122,7 @@ class SiC(Smoother, FastPath):
             u_hat = self.coarse(u_c, f_c, r0=r_c if self.fast else None)  # line 6
             if self.prolongation == "fas" and u_c is not None:
                 u_hat = u_hat - u_c
-            u, r = add(u, self.P_hat(u_hat)), None  # line 7, (N, c, H, W)
+            u, r = self.P_hat(u_hat, add=u), None  # line 7: u + P^ u^, (N, c, H, W)
         for step in self.post:  # lines 8-9
             u, r = step(u, f, self.A, self.B, r=r), None
         assert u is not None  # at least one step or a coarse correction ran

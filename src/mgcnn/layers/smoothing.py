@@ -82,6 +82,8 @@ def fas_restrict(Pi: nn.Module, R: nn.Module, A_coarse: nn.Module, u: Tensor | N
     r_c = R(r() if callable(r) else r)  # (N, c_coarse, h, w)
     if u_c is None:
         return None, r_c, r_c
+    if isinstance(A_coarse, Operator):
+        return u_c, A_coarse.plus(r_c, u_c), r_c
     return u_c, r_c + A_coarse(u_c), r_c
 
 

@@ -89,14 +89,17 @@ class _PairRestrict(torch.autograd.Function):
 
 
 class _PairProlong(torch.autograd.Function):
-    """``y[:, 2j+k] = w[2j+k] u[:, j]``: a 1x1 conv ``C/2 -> C`` with ``groups = C/2`` as a broadcast product."""
+    """``y[:, 2j+k] = w[2j+k] u[:, j]``: a 1x1 conv ``C/2 -> C`` with ``groups = C/2`` as a broadcast product;
+    with ``add`` (channels-last, of the output's shape), ``add + y`` in the same pass."""
 
     @staticmethod
-    def forward(ctx, u: Tensor, weight: Tensor) -> Tensor:
+    def forward(ctx, u: Tensor, weight: Tensor, add: Tensor | None = None) -> Tensor:
         c2 = u.shape[1]
         w = weight.view(c2, 2).to(u.dtype)
         ctx.save_for_backward(u, weight)
-        return (_nhwc(u).unsqueeze(-1) * w).flatten(-2).permute(0, 3, 1, 2)  # (N, C, H, W)
+        uv = _nhwc(u).unsqueeze(-1)  # (N, H, W, C/2, 1)
+        y = uv * w if add is None else torch.addcmul(_nhwc(add).unflatten(-1, (c2, 2)), uv, w)  # (N, H, W, C/2, 2)
+        return y.flatten(-2).permute(0, 3, 1, 2)  # (N, C, H, W)
 
     @staticmethod
     @once_differentiable
@@ -109,7 +112,8 @@ class _PairProlong(torch.autograd.Function):
             gu = _pair_dot(gv, weight.view(c2, 2).to(grad.dtype)).permute(0, 3, 1, 2)  # (N, C/2, H, W)
         if ctx.needs_input_grad[1]:
             gw = _pair_weight_grad(_nhwc(u), gv).to(weight.dtype).view_as(weight)
-        return gu, gw
+        needs_add = len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2]  # apply(u, weight) has no add
+        return gu, gw, grad if needs_add else None  # d(add + y) / d add = identity
 
 
 class ChannelRestriction(nn.Conv2d, FastPath):
@@ -141,10 +145,12 @@ class ChannelProlongation(nn.Conv2d, FastPath):
             raise ValueError(f"in-channel prolongation needs an even channel count, got {c_fine}")
         super().__init__(c_fine // 2, c_fine, 1, groups=c_fine // 2, bias=False)
 
-    def forward(self, u: Tensor) -> Tensor:
-        if self.fast and is_channels_last(u):  # as in ChannelRestriction
-            return _PairProlong.apply(u, self.weight)
-        return super().forward(u)
+    def forward(self, u: Tensor, add: Tensor | None = None) -> Tensor:
+        """``P^ u``, or ``add + P^ u`` (the coarse correction of Algorithm 2 line 7) in one pass on the fast path."""
+        if self.fast and is_channels_last(u) and (add is None or is_channels_last(add)):  # as in ChannelRestriction
+            return _PairProlong.apply(u, self.weight, add)
+        y = super().forward(u)
+        return y if add is None else add + y
 
 
 def channel_restriction(c_fine: int) -> ChannelRestriction:

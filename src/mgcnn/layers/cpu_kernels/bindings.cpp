@@ -19,25 +19,33 @@ void check_weight(const torch::Tensor& w, const torch::Tensor& x) {
               " channels with as many outputs as inputs per group");
 }
 
-// y = conv(x, w) with w (C, cg, 3, 3) already in this convolution's orientation.
-torch::Tensor run_conv(const torch::Tensor& x, const torch::Tensor& w) {
+// y = add + conv(x, w) (add undefined: conv(x, w)) with w (C, cg, 3, 3) already in this convolution's orientation.
+torch::Tensor run_conv(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& add = torch::Tensor()) {
   auto y = torch::empty_like(x);
   if (x.numel() == 0) return y;
   const int64_t N = x.size(0);
   const int H = static_cast<int>(x.size(1)), W = static_cast<int>(x.size(2)), C = static_cast<int>(x.size(3));
   const int cg = static_cast<int>(w.size(1));
+  const bool a = add.defined();
   if (x.scalar_type() == at::kFloat)
-    mgcnn_kernels::conv_f32(x.data_ptr<float>(), w.data_ptr<float>(), y.data_ptr<float>(), N, H, W, C, cg);
+    mgcnn_kernels::conv_f32(x.data_ptr<float>(), w.data_ptr<float>(), a ? add.data_ptr<float>() : nullptr,
+                            y.data_ptr<float>(), N, H, W, C, cg);
   else
-    mgcnn_kernels::conv_f64(x.data_ptr<double>(), w.data_ptr<double>(), y.data_ptr<double>(), N, H, W, C, cg);
+    mgcnn_kernels::conv_f64(x.data_ptr<double>(), w.data_ptr<double>(), a ? add.data_ptr<double>() : nullptr,
+                            y.data_ptr<double>(), N, H, W, C, cg);
   return y;
 }
 
-// y = conv(x, w): x (N, H, W, C) contiguous, w (C, C/groups, 3, 3).
-torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& w) {
+// y = conv(x, w) (+ add): x and add (N, H, W, C) contiguous, w (C, C/groups, 3, 3).
+torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& w, const c10::optional<torch::Tensor>& add) {
   check_nhwc(x, "x");
   check_weight(w, x);
-  return run_conv(x, w.contiguous());
+  const bool has_add = add.has_value() && add->defined();
+  if (has_add) {
+    check_nhwc(*add, "add");
+    TORCH_CHECK(add->sizes() == x.sizes() && add->scalar_type() == x.scalar_type(), "add must match x");
+  }
+  return run_conv(x, w.contiguous(), has_add ? *add : torch::Tensor());
 }
 
 // dx for the output gradient dy (N, H, W, C): the convolution with the flipped, group-transposed weight.
@@ -143,7 +151,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("isa") = mgcnn_kernels::isa();
   m.attr("vector_lanes") = mgcnn_kernels::vector_lanes();
   auto nogil = py::call_guard<py::gil_scoped_release>();
-  m.def("forward", &forward, "y = conv(x, w), NHWC", py::arg("x"), py::arg("weight"), nogil);
+  m.def("forward", &forward, "y = conv(x, w) (+ add), NHWC", py::arg("x"), py::arg("weight"),
+        py::arg("add") = py::none(), nogil);
   m.def("input_grad", &input_grad, "dx from dy, NHWC", py::arg("grad_output"), py::arg("weight"), nogil);
   m.def("weight_grad", &weight_grad, "dW from x and dy, NHWC", py::arg("x"), py::arg("grad_output"),
         py::arg("channels_per_group"), nogil);

@@ -96,7 +96,7 @@ inline int64_t grain_for(double work) {
 }
 
 template <typename T>
-void conv_scalar(const T* x, const T* w, T* y, int64_t N, int H, int W, int C, int cg) {
+void conv_scalar(const T* x, const T* w, const T* add, T* y, int64_t N, int H, int W, int C, int cg) {
   at::parallel_for(0, N * H, grain_for(9.0 * W * C * cg), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / H;
@@ -104,7 +104,7 @@ void conv_scalar(const T* x, const T* w, T* y, int64_t N, int H, int W, int C, i
       for (int ow = 0; ow < W; ++ow)
         for (int o = 0; o < C; ++o) {
           const int g0 = (o / cg) * cg;
-          T acc = 0;
+          T acc = add ? add[((n * H + oh) * W + ow) * C + o] : T(0);
           for (int kh = 0; kh < 3; ++kh) {
             const int ih = oh + kh - 1;
             if (ih < 0 || ih >= H) continue;
@@ -280,6 +280,7 @@ struct FwdArgs {
   const float* rows[6];  // ring rows of input rows h0 - 1 .. h0 + T (null outside the image)
   size_t is;             // broadcast: floats between channels in a row
   float* y;              // image base (H, W, C)
+  const float* add;      // image base (H, W, C) of the tensor added to the result, or null
   int W, C, cg, c0;
   vmask m;
   const float* w;      // this block's packed weights [cg][9][VL]
@@ -290,10 +291,13 @@ struct FwdArgs {
 template <int T, int RW, bool PK>
 void fwd_tile(const FwdArgs& a, int h0, int w0) {
   vf acc[T][RW];
+  const size_t C = a.C;
+  // y = add + conv: the accumulators start from the added tensor, which saves the separate pass of an addition
 #pragma GCC unroll 4
   for (int t = 0; t < T; ++t)
 #pragma GCC unroll 8
-    for (int p = 0; p < RW; ++p) acc[t][p] = vzero();
+    for (int p = 0; p < RW; ++p)
+      acc[t][p] = a.add ? vload(a.add + (static_cast<size_t>(h0 + t) * a.W + w0 + p) * C + a.c0, a.m) : vzero();
   for (int i = 0; i < a.cg; ++i) {
     const float* wi = a.w + static_cast<size_t>(i) * 9 * VL;
     vf w[9];
@@ -323,7 +327,6 @@ void fwd_tile(const FwdArgs& a, int h0, int w0) {
       }
     }
   }
-  const size_t C = a.C;
 #pragma GCC unroll 4
   for (int t = 0; t < T; ++t)
 #pragma GCC unroll 8
@@ -348,7 +351,7 @@ FwdTile fwd_tile_for(int T, int RW) {
 
 // Each task walks its rows once and, row by row, all channel blocks, so that the input is read and the output
 // written in memory order.
-void conv_simd(const float* x, const float* w, float* y, int64_t N, int H, int W, int C, int cg) {
+void conv_simd(const float* x, const float* w, const float* add, float* y, int64_t N, int H, int W, int C, int cg) {
   const Blocks b = make_blocks(C, cg);
   const std::vector<float> wp = pack_weight(w, b);
   const int RW = std::min(W, MAX_RW);
@@ -371,7 +374,8 @@ void conv_simd(const float* x, const float* w, float* y, int64_t N, int H, int W
       const int h_end = static_cast<int>(std::min<int64_t>(H, h_begin + per_task * T));
       const float* xn = x + n * img;
       for (int k = 0; k < nb; ++k)
-        args[k] = FwdArgs{{}, rings.is, y + n * img, W, C, cg, b.c0[k], lanes_mask(b.nl[k]),
+        args[k] = FwdArgs{{}, rings.is, y + n * img, add ? add + n * img : nullptr, W, C, cg, b.c0[k],
+                          lanes_mask(b.nl[k]),
                           wp.data() + static_cast<size_t>(k) * cg * 9 * VL, b.idx.data()};
       int next = std::max(0, h_begin - 1);  // the first input row not in the rings yet
       for (int h0 = h_begin; h0 < h_end; h0 += T) {
@@ -573,16 +577,17 @@ void wgrad_simd(const float* x, const float* dy, float* dw, int64_t N, int H, in
 const char* isa() { return ISA; }
 int vector_lanes() { return VL; }
 
-void conv_f32(const float* x, const float* w, float* y, int64_t N, int H, int W, int C, int cg) {
+void conv_f32(const float* x, const float* w, const float* add, float* y, int64_t N, int H, int W, int C, int cg) {
 #if MGK_SIMD
-  conv_simd(x, w, y, N, H, W, C, cg);
+  conv_simd(x, w, add, y, N, H, W, C, cg);
 #else
-  conv_scalar<float>(x, w, y, N, H, W, C, cg);
+  conv_scalar<float>(x, w, add, y, N, H, W, C, cg);
 #endif
 }
 
-void conv_f64(const double* x, const double* w, double* y, int64_t N, int H, int W, int C, int cg) {
-  conv_scalar<double>(x, w, y, N, H, W, C, cg);
+void conv_f64(const double* x, const double* w, const double* add, double* y, int64_t N, int H, int W, int C,
+              int cg) {
+  conv_scalar<double>(x, w, add, y, N, H, W, C, cg);
 }
 
 void wgrad_f32(const float* x, const float* dy, float* dw, int64_t N, int H, int W, int C, int cg) {

@@ -11,9 +11,11 @@ const char* isa();
 // Lanes of the float32 vectors (16, 8 or 1).
 int vector_lanes();
 
-// y = conv(x, w): x and y (N, H, W, C) contiguous, w (C, cg, 3, 3) contiguous in this convolution's orientation.
-void conv_f32(const float* x, const float* w, float* y, int64_t N, int H, int W, int C, int cg);
-void conv_f64(const double* x, const double* w, double* y, int64_t N, int H, int W, int C, int cg);
+// y = add + conv(x, w) (add null: y = conv(x, w)): x, add and y (N, H, W, C) contiguous, w (C, cg, 3, 3)
+// contiguous in this convolution's orientation.
+void conv_f32(const float* x, const float* w, const float* add, float* y, int64_t N, int H, int W, int C, int cg);
+void conv_f64(const double* x, const double* w, const double* add, double* y, int64_t N, int H, int W, int C,
+              int cg);
 
 // dw (C, cg, 3, 3) = sum over pixels of dy[n, h, w, o] x[n, h + kh - 1, w + kw - 1, group(o) cg + i], reduced in an
 // order fixed by the shape (bitwise reproducible with any number of threads).
