@@ -37,7 +37,7 @@ def weights_copy(tmp_path, monkeypatch):
 
 def test_shipped_weights_load_offline_by_name_and_tag_with_their_preprocessing():
     assert SHIPPED in mgcnn.list_pretrained() and SHIPPED in mgcnn.list_pretrained("mgiad*")
-    assert mgcnn.list_pretrained("resnet*") == []
+    assert mgcnn.list_pretrained("poly_mgnet*") == []  # a family without shipped weights
     a = mgcnn.create_model("mgiad_l3_c16_g8", pretrained=True)
     b = mgcnn.create_model(SHIPPED, pretrained=True)
     assert not a.training and a.pretrained_cfg["dataset"] == "fashion-mnist"
@@ -78,8 +78,8 @@ def test_a_missing_shipped_file_is_one_clear_error(weights_copy):
 
 
 def test_names_without_weights_say_what_there_is():
-    with pytest.raises(ValueError, match=r"no pretrained weights are shipped for 'resnet20' \(shipped: .*fmnist_spe"):
-        mgcnn.create_model("resnet20", pretrained=True)
+    with pytest.raises(ValueError, match=r"no pretrained weights are shipped for 'poly_mgnet_q2' \(shipped: .*fmnist_"):
+        mgcnn.create_model("poly_mgnet_q2", pretrained=True)
     with pytest.raises(ValueError, match=r"'mgiad_l3_c16_g8' has no pretrained tag 'cifar10'; its tags: .*speedrun"):
         mgcnn.create_model("mgiad_l3_c16_g8.cifar10", pretrained=True)
     with pytest.raises(mgcnn.UnknownModelError):
@@ -93,7 +93,7 @@ def test_mgcnn_models_pretrained_lists_the_cards(capsys):
     out = capsys.readouterr().out
     acc = zoo.pretrained_info(SHIPPED)["test_acc"]
     assert SHIPPED in out and f"{acc:.2f}" in out and "fashion-mnist" in out
-    assert cli.main(["models", "resnet*", "--pretrained"]) == 0
+    assert cli.main(["models", "poly_mgnet*", "--pretrained"]) == 0
     assert "no shipped weights match" in capsys.readouterr().out
 
 
@@ -132,6 +132,24 @@ def test_export_writes_the_hub_layout_with_a_model_card(run, tmp_path, capsys):
     assert f"{card['weights']:,}" in readme and "mgcnn eval --model mgiad.tiny_cifar --pretrained" in readme
     assert cli.main(["export", str(run), "--out", str(tmp_path / "e2"), "--tag", "Bad-Tag"]) == 2
     assert "lowercase letters, digits and _" in one_error_line(capsys)
+
+
+def test_the_card_gives_a_train_command_that_rebuilds_the_runs_config(run):
+    """The card's command from a fresh clone parses back, through ``mgcnn train``'s own parser, to the run's config
+    (every field but the machine's: output folder, data folder, threads)."""
+    import shlex
+
+    from mgcnn.card import train_command
+    from mgcnn.checkpoint import load_checkpoint
+
+    record = load_checkpoint(run / "checkpoint.pt", require=("config",))["config"]
+    command = train_command(record)
+    assert command.startswith("mgcnn train --model mgiad --dataset cifar10 --seed 0 --model-arg")
+    args = cli.build_parser().parse_args(shlex.split(command)[1:])
+    rebuilt, want = cli.build_train_config(args).to_dict(), TrainConfig.from_record(dict(record)).to_dict()
+    for key in ("out", "data_dir", "threads"):
+        rebuilt.pop(key), want.pop(key)
+    assert rebuilt == want
 
 
 def test_export_with_data_dir_measures_plain_and_tta_accuracy(run, cifar, tmp_path):

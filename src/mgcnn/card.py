@@ -61,6 +61,30 @@ def _recipe(r: dict[str, Any]) -> str:
             f"{aug or 'none'}")
 
 
+# fields a fresh clone's command leaves to the user or its machine, or names by its own flags
+_NOT_SET = ("model", "dataset", "seed", "model_kwargs", "out", "data_dir", "threads", "download", "device")
+
+
+def _yaml_value(v: Any) -> str:
+    return json.dumps(v) if not isinstance(v, str) else v  # JSON scalars and lists are YAML too
+
+
+def train_command(record: dict[str, Any]) -> str | None:
+    """The ``mgcnn train`` command that trains the recorded config again from a fresh clone: its model, dataset and
+    seed, ``--model-arg`` per model keyword and ``--set`` per field that differs from the defaults. The command a
+    run recorded may name files that only existed where it ran (a sweep's generated config file)."""
+    from .train.config import TrainConfig
+
+    try:
+        d, base = TrainConfig.from_record(dict(record)).to_dict(), TrainConfig().to_dict()
+    except (TypeError, ValueError):
+        return None
+    parts = ["mgcnn train", f"--model {d['model']}", f"--dataset {d['dataset']}", f"--seed {d['seed']}"]
+    parts += [f"--model-arg '{k}={_yaml_value(v)}'" for k, v in sorted((d.get("model_kwargs") or {}).items())]
+    parts += [f"--set '{k}={_yaml_value(d[k])}'" for k in sorted(d) if k not in _NOT_SET and d[k] != base.get(k)]
+    return " ".join(parts + ["--data-dir DATA"])
+
+
 def card_figures(ckpt: Path, state: dict[str, Any], model: nn.Module, evals: dict[str, float] | None) -> dict[str, Any]:
     """The card's figures of the run of checkpoint ``ckpt`` (``state`` loaded, ``model`` rebuilt): from its
     configuration, ``result.json`` and ``env.json``; ``evals`` (test accuracy without and with the flip TTA,
@@ -79,6 +103,7 @@ def card_figures(ckpt: Path, state: dict[str, Any], model: nn.Module, evals: dic
                   + f", tested on {record.get('test_subset') or 'all'} test images"),
         "recipe": _recipe(record),
         "command": ("mgcnn " + " ".join(str(a) for a in command[1:])) if isinstance(command, list) else None,
+        "train_command": train_command(record),
         "seed": record.get("seed"),
         "epochs": state.get("epoch"),
         "tta_flip": bool(record.get("tta_flip")),
@@ -106,10 +131,12 @@ def render_card(name: str, card: dict[str, Any]) -> str:
     tta = "with" if card.get("tta_flip") else "without"
     rows = [("dataset and split", f"{card['dataset']}: {card['split']}"),
             ("recipe", card["recipe"]),
-            ("command", f"`{card['command']}`" if card.get("command") else "not recorded"),
-            ("seed, epochs", f"{card.get('seed')}, {card.get('epochs')}"),
-            ("test accuracy", f"{acc:.2f}% ({tta} the flip TTA, as the run was evaluated)" if acc is not None
-             else "not recorded")]
+            ("command", f"`{card['command']}`" if card.get("command") else "not recorded")]
+    if card.get("train_command") and card["train_command"] != card.get("command"):
+        rows.append(("the same from a fresh clone", f"`{card['train_command']}`"))
+    rows += [("seed, epochs", f"{card.get('seed')}, {card.get('epochs')}"),
+             ("test accuracy", f"{acc:.2f}% ({tta} the flip TTA, as the run was evaluated)" if acc is not None
+              else "not recorded")]
     if "test_acc_plain" in card:
         rows.append(("test accuracy, measured at export", f"{card['test_acc_plain']:.2f}% plain, "
                                                            f"{card['test_acc_tta']:.2f}% with the flip TTA"))
