@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..settings import settings
+from .cpu_conv import _pair
 
 Plan = tuple[str, int]
 GROUPED: Plan = ("merge", 1)
@@ -93,10 +94,6 @@ def merge_groups(weight: Tensor, groups: int, m: int) -> Tensor:
     w = weight.reshape(groups // m, m, o, 1, c_in_g, kh, kw)
     eye = torch.eye(m, dtype=weight.dtype, device=weight.device).view(1, m, 1, m, 1, 1, 1)
     return (w * eye).reshape(c_out, m * c_in_g, kh, kw)  # (C_out, m C_in/groups, kh, kw)
-
-
-def _pair(v) -> tuple:
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def grouped_conv(x: Tensor, weight: Tensor, plan: Plan, stride, padding, dilation, groups: int,

@@ -32,14 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import cpu_kernels
-from .cpu_conv import _nchw, _nhwc
+from .cpu_conv import _nchw, _nhwc, _pair
 
 MULTIPLIERS = (1, 2)  # the channel multipliers the vectorised kernels are built for (MGiaD's and MgNet's)
 CL = torch.channels_last
-
-
-def _pair(v) -> tuple:
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def supported(x: Tensor, weight: Tensor, stride=2, padding=1, dilation=1, groups: int = 1) -> bool:
