@@ -100,13 +100,10 @@ def grouped_conv(x: Tensor, weight: Tensor, plan: Plan, stride, padding, dilatio
                  add: Tensor | None = None) -> Tensor:
     """``F.conv2d(x, weight, None, stride, padding, dilation, groups)`` computed with ``plan`` (bias-free); with
     ``add``, ``add + F.conv2d(...)``, fused into the convolution where the plan's kernel can (mgcnn's C++ kernel)."""
-    if add is not None:
-        if plan == ("cpu", 1) and _pair(stride) == (1, 1):
-            from .cpu_conv import grouped_conv3x3 as cpu_grouped_conv3x3
-
-            return cpu_grouped_conv3x3(x, weight, groups, add)
-        return add + grouped_conv(x, weight, plan, stride, padding, dilation, groups)
     kind, m = plan
+    fuses_add = kind == "cpu" and _pair(stride) == (1, 1)  # the kernel starts its accumulators from add
+    if add is not None and not fuses_add:
+        return add + grouped_conv(x, weight, plan, stride, padding, dilation, groups)
     if kind == "triton":
         from .triton_conv import grouped_conv3x3
 
@@ -118,7 +115,7 @@ def grouped_conv(x: Tensor, weight: Tensor, plan: Plan, stride, padding, dilatio
     if kind == "cpu":
         from .cpu_conv import grouped_conv3x3 as cpu_grouped_conv3x3
 
-        return cpu_grouped_conv3x3(x, weight, groups)
+        return cpu_grouped_conv3x3(x, weight, groups, add)
     if kind == "merge":
         return F.conv2d(x, merge_groups(weight, groups, m), None, stride, padding, dilation, groups // m)
     kh, kw = weight.shape[-2:]
