@@ -155,9 +155,9 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     if autotune and fast_paths and planner.cpu_kernels and dev.type == "cpu" and channels_last:
-        from .layers.batchnorm import fuse_batchnorm_relu
+        from .layers.cpu_prepare import use_cpu_kernels
 
-        fuse_batchnorm_relu(model)  # as the training engine prepares such a model (the FLOPs are counted on stock)
+        use_cpu_kernels(model)  # as the training engine prepares such a model (the FLOPs are counted on stock)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 

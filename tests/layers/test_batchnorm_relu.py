@@ -14,6 +14,7 @@ from torch import nn
 import mgcnn
 from mgcnn.layers import Stem
 from mgcnn.layers.batchnorm import BatchNormReLU2d, fuse_batchnorm_relu, supported
+from mgcnn.layers.cpu_prepare import use_cpu_kernels
 
 CL = torch.channels_last
 CHANNELS = [1, 2, 3, 5, 7, 8, 15, 16, 17, 24, 31, 32, 33, 48, 63, 64]
@@ -187,15 +188,18 @@ def _sgd_losses(model, x, y, lr, steps):
 
 @pytest.mark.parametrize("dtype, rel, lr", [(torch.float64, 1e-9, 0.05), (torch.float32, 2e-3, 0.01)])
 def test_model_trains_the_same(kernels, dtype, rel, lr):
-    """mgiad_l3_c16_g8 with and without the fusion: same state-dict keys, same losses over a few SGD steps.
+    """mgiad_l3_c16_g8 with and without the fusion (and the pair kernels of the in-channel transfers: both are what
+    :func:`mgcnn.layers.cpu_prepare.use_cpu_kernels` switches on): same state-dict keys, same losses over a few SGD
+    steps.
 
     float32: at batch 8 the steps amplify rounding differences; after 4 steps the stock float32 losses differ from
     float64 ones by ~1e-3 relative (the fused ones by less), hence the tolerance."""
     torch.manual_seed(0)
     stock = mgcnn.create_model("mgiad_l3_c16_g8", in_channels=1, num_classes=10).to(dtype, memory_format=CL)
     fused = copy.deepcopy(stock)
-    n = fuse_batchnorm_relu(fused)
-    assert n == sum(isinstance(m, nn.BatchNorm2d) for m in stock.modules()) == 37
+    changed = use_cpu_kernels(fused)
+    assert changed == {"batchnorm_relu": 37, "pair_transfers": 9}
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in stock.modules()) == 37
     assert list(fused.state_dict()) == list(stock.state_dict())
     x = torch.randn(8, 1, 28, 28, dtype=dtype).contiguous(memory_format=CL)
     y = torch.randint(0, 10, (8,))

@@ -1,6 +1,7 @@
-"""mgcnn's C++ CPU kernel for the resolution transfers Pi/R (mgcnn.layers.cpu_transfer: depthwise 3x3, stride 2,
-channel multiplier 1 or 2) equals F.conv2d in the output and both gradients, is deterministic, and is offered by the
-planner only where it applies. Skips where the kernels cannot be built (no compiler or ninja)."""
+"""mgcnn's C++ CPU kernels for the transfers (mgcnn.layers.cpu_transfer): the resolution transfers Pi/R (depthwise
+3x3, stride 2, channel multiplier 1 or 2) and MGiaD's in-channel pair transfers R^/P^ (1x1, two channels per group)
+equal F.conv2d in the output and both gradients, are deterministic, and are used only where they apply. Skips where
+the kernels cannot be built (no compiler or ninja)."""
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 
 from mgcnn.layers import ConvPlanner, cpu_transfer, set_conv_planner
 from mgcnn.layers import conv as conv_mod
-from mgcnn.layers.transfer import resolution_transfer
+from mgcnn.layers.transfer import ChannelProlongation, ChannelRestriction, resolution_transfer
 from tests.helpers import last_candidate_wins
 
 CL = torch.channels_last
@@ -167,3 +168,90 @@ def test_the_cpu_plan_dispatches_on_the_stride(kernels):
     torch.testing.assert_close(y, F.conv2d(x, w, None, 2, 1, 1, 8), rtol=1e-4, atol=1e-5)
     y = conv_mod.grouped_conv(x, w, ("cpu", 1), 2, 1, 1, 8)
     torch.testing.assert_close(y, F.conv2d(x, w, None, 2, 1, 1, 8), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- in-channel pairs
+PAIR_SHAPES = [(1, 2, 1, 1), (3, 8, 5, 6), (2, 6, 7, 7), (1, 34, 3, 3), (4, 64, 2, 9), (2, 256, 4, 4)]
+
+
+def _pair_check(kind, shape, dtype, rtol, atol, with_add=False):
+    n, c, h, w = shape
+    narrow = torch.randn(n, c // 2, h, w, dtype=dtype).contiguous(memory_format=CL).requires_grad_()
+    wide = torch.randn(n, c, h, w, dtype=dtype).contiguous(memory_format=CL).requires_grad_()
+    if kind == "restrict":
+        weight = torch.randn(c // 2, 2, 1, 1, dtype=dtype, requires_grad=True)
+        inputs = (wide, weight)
+        y, ref = cpu_transfer.pair_restrict(wide, weight), F.conv2d(wide, weight, groups=c // 2)
+    else:
+        weight = torch.randn(c, 1, 1, 1, dtype=dtype, requires_grad=True)
+        add = wide if with_add else None
+        inputs = (narrow, weight) + ((wide,) if with_add else ())
+        y = cpu_transfer.pair_prolong(narrow, weight, add)
+        ref = F.conv2d(narrow, weight, groups=c // 2)
+        ref = ref if add is None else add + ref
+    assert y.shape == ref.shape and y.is_contiguous(memory_format=CL)
+    g = torch.randn_like(ref)
+    got, want = (y, *torch.autograd.grad(y, inputs, g)), (ref, *torch.autograd.grad(ref, inputs, g))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol * max(1.0, b.abs().max().item()))
+
+
+@pytest.mark.parametrize("shape", PAIR_SHAPES)
+@pytest.mark.parametrize("kind, with_add", [("restrict", False), ("prolong", False), ("prolong", True)])
+@pytest.mark.parametrize("dtype, rtol, atol", [(torch.float64, 1e-12, 1e-12), (torch.float32, 1e-5, 1e-5)])
+def test_pair_kernels_match_the_grouped_1x1_convolution(kernels, shape, kind, with_add, dtype, rtol, atol):
+    _pair_check(kind, shape, dtype, rtol, atol, with_add)
+
+
+def test_pair_kernels_pass_gradcheck(kernels):
+    x = torch.randn(2, 6, 3, 2, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+    u = torch.randn(2, 3, 3, 2, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+    wr = torch.randn(3, 2, 1, 1, dtype=torch.float64, requires_grad=True)
+    wp = torch.randn(6, 1, 1, 1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(cpu_transfer.pair_restrict, (x, wr))
+    assert torch.autograd.gradcheck(cpu_transfer.pair_prolong, (u, wp))
+    assert torch.autograd.gradcheck(cpu_transfer.pair_prolong, (u, wp, x))
+
+
+def test_pair_weight_gradients_are_bitwise_equal_with_any_thread_count(kernels):
+    torch.manual_seed(0)
+    x, g = torch.randn(16, 24, 24, 64), torch.randn(16, 24, 24, 32)  # more than one reduction chunk
+    w = torch.randn(64)
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2, 2, 1):
+            torch.set_num_threads(threads)
+            runs.append((*kernels.pair_restrict_backward(g, x, w, True), *kernels.pair_prolong_backward(x, g, w, True)))
+    finally:
+        torch.set_num_threads(before)
+    for run in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], run))
+
+
+def test_pair_kernels_refuse_what_they_do_not_compute(kernels):
+    x = torch.randn(2, 8, 4, 4).contiguous(memory_format=CL)
+    w = torch.randn(4, 2, 1, 1)
+    assert cpu_transfer.pair_supported(x, w)
+    assert not cpu_transfer.pair_supported(x.contiguous(), w)  # NCHW
+    assert not cpu_transfer.pair_supported(x[:, :, :, ::2], w)  # not contiguous
+    assert not cpu_transfer.pair_supported(x.double(), w)  # mixed dtypes
+    assert not cpu_transfer.pair_supported(x.bfloat16(), w.bfloat16())
+    assert not cpu_transfer.pair_supported(x, w, add=torch.randn(2, 8, 4, 4))  # NCHW add
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not cpu_transfer.pair_supported(x, w)
+
+
+@pytest.mark.parametrize("cls, c_in", [(ChannelRestriction, 8), (ChannelProlongation, 4)])
+def test_the_transfer_modules_use_the_pair_kernel_only_when_switched_on(kernels, cls, c_in, monkeypatch):
+    calls = []
+    for name in ("pair_restrict", "pair_prolong"):
+        real = getattr(cpu_transfer, name)
+        monkeypatch.setattr(cpu_transfer, name, lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
+    module = cls(8)
+    for layout, kernel, used in ((CL, False, 0), (CL, True, 1), (torch.contiguous_format, True, 0)):
+        calls.clear()
+        module.cpu_kernel = kernel
+        x = torch.randn(2, c_in, 5, 5).contiguous(memory_format=layout)
+        torch.testing.assert_close(module(x), F.conv2d(x, module.weight, groups=4), rtol=1e-5, atol=1e-6)
+        assert len(calls) == used

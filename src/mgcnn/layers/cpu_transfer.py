@@ -1,4 +1,4 @@
-"""mgcnn's C++ CPU kernel for the resolution transfers Pi and R: depthwise 3x3 convolutions with stride 2.
+"""mgcnn's C++ CPU kernels for the transfers: Pi and R (depthwise 3x3, stride 2) and the in-channel pairs R^, P^.
 
 MgNet's and MGiaD's Pi and R (:func:`mgcnn.layers.transfer.resolution_transfer`) are 3x3, stride-2, padding-1,
 bias-free convolutions with ``groups = C_in`` and a channel multiplier ``M = C_out / C_in`` of 1 or 2. Why a kernel:
@@ -23,6 +23,19 @@ A model uses the kernel only through its grouped-conv plan ``("cpu", 1)`` for a 
 (:mod:`mgcnn.layers.conv`): a :class:`mgcnn.layers.ConvPlanner` times it beside the stock kernel and the other
 formulations for CPU channels-last inputs and keeps it only where it is at least 10% faster.
 ``ConvPlanner(cpu_kernels=False)``, the reference formulation and deterministic mode leave it out.
+
+**In-channel pair transfers.** MGiaD's R^/Pi^ (``C -> C/2``) and P^ (``C/2 -> C``) are 1x1 convolutions with two
+channels per group (:mod:`mgcnn.layers.transfer`)::
+
+    restriction:   y[n, j]      = w[2j] x[n, 2j] + w[2j+1] x[n, 2j+1]
+    prolongation:  y[n, 2j + k] = w[2j + k] u[n, j]            (+ add[n, 2j + k]: Algorithm 2 line 7's u + P^ u^)
+
+Two multiply-adds per output: pure memory passes. ``pair_transfer.cpp`` does each direction in one pass over NHWC
+memory: the forward reads its input once; the backward reads the output gradient and the saved input once each,
+writes the input gradient and accumulates the weight gradient on the way (fixed chunks of pixels in a fixed order:
+bitwise reproducible). :func:`pair_restrict` and :func:`pair_prolong` are used by
+:class:`mgcnn.layers.ChannelRestriction` / :class:`mgcnn.layers.ChannelProlongation` once a model is prepared
+for the CPU kernels (:func:`mgcnn.layers.cpu_prepare.use_cpu_kernels`), wherever :func:`pair_supported` holds.
 """
 
 from __future__ import annotations
@@ -91,3 +104,68 @@ def depthwise_conv3x3_s2(x: Tensor, weight: Tensor, groups: int) -> Tensor:
     if not supported(x, weight, 2, 1, 1, groups):
         return F.conv2d(x, weight, None, 2, 1, 1, groups)
     return _DepthwiseS2.apply(x, weight)
+
+
+# ------------------------------------------------------------------------------------------- in-channel pairs
+def pair_supported(x: Tensor, weight: Tensor, add: Tensor | None = None) -> bool:
+    """Whether the pair kernels take ``x`` (the transfer's input) and ``weight`` (``(C_out, C_in / groups, 1, 1)``
+    of a 2-channel-per-group 1x1 conv): CPU, float32 or float64 both, channels-last contiguous, no autocast;
+    ``add`` (if given) channels-last of the output's dtype."""
+    if x.device.type != "cpu" or weight.device.type != "cpu" or x.dim() != 4 or x.numel() == 0:
+        return False
+    if x.dtype not in (torch.float32, torch.float64) or weight.dtype != x.dtype or torch.is_autocast_enabled("cpu"):
+        return False
+    if not x.is_contiguous(memory_format=CL):
+        return False
+    if add is not None and (add.dtype != x.dtype or add.dim() != 4 or not add.is_contiguous(memory_format=CL)):
+        return False
+    return cpu_kernels.load() is not None
+
+
+class _PairRestrictKernel(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
+        ext = cpu_kernels.load()
+        xh, w = x.permute(0, 2, 3, 1), weight.reshape(-1).contiguous()  # (N, H, W, C), (C,)
+        ctx.save_for_backward(xh, w)
+        ctx.wshape = weight.shape
+        return ext.pair_restrict(xh, w).permute(0, 3, 1, 2)  # (N, C/2, H, W), channels-last
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable  # the kernels build no graph: double backward is an error
+    def backward(ctx, grad: Tensor):
+        ext = cpu_kernels.load()
+        xh, w = ctx.saved_tensors
+        gx, gw = ext.pair_restrict_backward(_nhwc(grad.to(xh.dtype)), xh, w, ctx.needs_input_grad[0])
+        return (gx.permute(0, 3, 1, 2) if ctx.needs_input_grad[0] else None), gw.view(ctx.wshape)
+
+
+class _PairProlongKernel(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u: Tensor, weight: Tensor, add: Tensor | None) -> Tensor:
+        ext = cpu_kernels.load()
+        uh, w = u.permute(0, 2, 3, 1), weight.reshape(-1).contiguous()  # (N, H, W, C/2), (C,)
+        ctx.save_for_backward(uh, w)
+        ctx.wshape = weight.shape
+        return ext.pair_prolong(uh, w, None if add is None else add.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        ext = cpu_kernels.load()
+        uh, w = ctx.saved_tensors
+        gu, gw = ext.pair_prolong_backward(_nhwc(grad.to(uh.dtype)), uh, w, ctx.needs_input_grad[0])
+        gu = gu.permute(0, 3, 1, 2) if ctx.needs_input_grad[0] else None
+        return gu, gw.view(ctx.wshape), grad if ctx.needs_input_grad[2] else None  # d(add + y) / d add = identity
+
+
+def pair_restrict(x: Tensor, weight: Tensor) -> Tensor:
+    """The in-channel restriction ``F.conv2d(x, weight, groups=C/2)`` (``weight`` ``(C/2, 2, 1, 1)``) with the
+    pair kernel; the caller checks :func:`pair_supported`."""
+    return _PairRestrictKernel.apply(x, weight)
+
+
+def pair_prolong(u: Tensor, weight: Tensor, add: Tensor | None = None) -> Tensor:
+    """The in-channel prolongation ``F.conv2d(u, weight, groups=C/2)`` (``weight`` ``(C, 1, 1, 1)``), plus ``add``
+    if given, with the pair kernel; the caller checks :func:`pair_supported`."""
+    return _PairProlongKernel.apply(u, weight, add)

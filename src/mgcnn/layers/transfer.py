@@ -15,7 +15,9 @@ Speed: a grouped 1x1 convolution with 2 channels per group wastes most of a vect
 (same weights, state dicts and counts) but compute the pair sums as channels-last elementwise products with a
 hand-written backward: fwd+bwd 1.5-2x faster than the grouped conv at 16x16 and 8x8, on par at 32x32 on our CPU
 (``python benchmarks/layers.py transfers``). With ``fast = False`` (:func:`mgcnn.layers.reference_mode`) they run
-the grouped conv instead.
+the grouped conv instead. With ``cpu_kernel = True`` (set by :func:`mgcnn.layers.cpu_prepare.use_cpu_kernels` when a
+model is prepared for mgcnn's CPU kernels) the fast path runs the one-pass C++ kernels of
+:mod:`mgcnn.layers.cpu_transfer` where they apply, another 4-8x faster fwd+bwd.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from . import cpu_transfer
 from .common import LayerFactory, is_channels_last, make_act
 from .conv import FastPath, GroupedConv2d
 
@@ -122,6 +125,8 @@ class ChannelRestriction(nn.Conv2d, FastPath):
     An ``nn.Conv2d(c, c/2, 1, groups=c/2, bias=False)`` in every respect but the speed of its forward.
     """
 
+    cpu_kernel = False  # mgcnn's C++ pair kernel on the fast path (see the module docstring)
+
     def __init__(self, c_fine: int):
         if c_fine % 2:
             raise ValueError(f"in-channel restriction needs an even channel count, got {c_fine}")
@@ -130,6 +135,8 @@ class ChannelRestriction(nn.Conv2d, FastPath):
     def forward(self, x: Tensor) -> Tensor:
         # the weighted sums are laid out for channels-last memory; NCHW inputs keep the conv (no layout flip)
         if self.fast and is_channels_last(x):
+            if self.cpu_kernel and cpu_transfer.pair_supported(x, self.weight):
+                return cpu_transfer.pair_restrict(x, self.weight)
             return _PairRestrict.apply(x, self.weight)
         return super().forward(x)
 
@@ -140,6 +147,8 @@ class ChannelProlongation(nn.Conv2d, FastPath):
     An ``nn.Conv2d(c/2, c, 1, groups=c/2, bias=False)`` in every respect but the speed of its forward.
     """
 
+    cpu_kernel = False  # as in ChannelRestriction
+
     def __init__(self, c_fine: int):
         if c_fine % 2:
             raise ValueError(f"in-channel prolongation needs an even channel count, got {c_fine}")
@@ -148,6 +157,8 @@ class ChannelProlongation(nn.Conv2d, FastPath):
     def forward(self, u: Tensor, add: Tensor | None = None) -> Tensor:
         """``P^ u``, or ``add + P^ u`` (the coarse correction of Algorithm 2 line 7) in one pass on the fast path."""
         if self.fast and is_channels_last(u) and (add is None or is_channels_last(add)):  # as in ChannelRestriction
+            if self.cpu_kernel and cpu_transfer.pair_supported(u, self.weight, add):
+                return cpu_transfer.pair_prolong(u, self.weight, add)
             return _PairProlong.apply(u, self.weight, add)
         y = super().forward(u)
         return y if add is None else add + y

@@ -26,7 +26,7 @@ from ..checkpoint import pretrained_cfg, save_checkpoint
 from ..data import DeviceLoader, download_dataset, load_dataset
 from ..data.registry import data_roots
 from ..fileio import atomic_write_text
-from ..layers.batchnorm import fuse_batchnorm_relu
+from ..layers.cpu_prepare import use_cpu_kernels
 from ..layers.conv import ConvPlanner, set_conv_planner
 from ..models import count_parameters
 from ..settings import settings
@@ -88,8 +88,9 @@ def prepare_model(cfg: TrainConfig, proc: Process) -> tuple[nn.Module, ConvPlann
     if not cfg.deterministic and settings().conv_autotune:
         planner = set_conv_planner(model, ConvPlanner())
         if planner.cpu_kernels and proc.device.type == "cpu" and cfg.channels_last:
-            # training-mode BatchNorm + ReLU (+ the smoothing update) in one pass each way (mgcnn.layers.batchnorm)
-            fuse_batchnorm_relu(model)
+            # training-mode BatchNorm + ReLU (+ the smoothing update) in one pass each way (mgcnn.layers.batchnorm),
+            # and the in-channel pair transfers likewise (mgcnn.layers.cpu_transfer)
+            use_cpu_kernels(model)
     if cfg.sync_bn and proc.distributed:
         if proc.device.type != "cuda":
             raise ValueError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")

@@ -146,7 +146,7 @@ def speed_choices(device: torch.device, planner=None) -> dict[str, Any]:
         "allocator": allocator_state(),
         "conv_autotune": planner is not None,
         "triton": None if planner is None else planner.triton,
-        # mgcnn's C++ CPU kernels (conv plans, and the fused BatchNorm + ReLU of CPU channels-last runs)
+        # mgcnn's C++ CPU kernels (conv plans; in CPU channels-last runs the fused BatchNorm + ReLU and pair transfers)
         "cpu_kernels": None if planner is None else planner.cpu_kernels,
         "conv_plans": None if planner is None else planner.describe(),
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda" else None,

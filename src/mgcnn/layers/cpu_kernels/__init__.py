@@ -32,8 +32,9 @@ from types import ModuleType
 import torch
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("bindings.cpp", "conv3x3.cpp", "depthwise_s2.cpp", "batchnorm.cpp")  # batchnorm: training BN + ReLU
-HEADERS = ("conv3x3.h", "depthwise_s2.h", "batchnorm.h", "tensor_checks.h")
+# batchnorm: training BN + ReLU; pair_transfer: MGiaD's in-channel transfers
+SOURCES = ("bindings.cpp", "conv3x3.cpp", "depthwise_s2.cpp", "batchnorm.cpp", "pair_transfer.cpp")
+HEADERS = ("conv3x3.h", "depthwise_s2.h", "batchnorm.h", "pair_transfer.h", "tensor_checks.h")
 CFLAGS = ("-O3", "-march=native", "-fopenmp")  # OpenMP: at::parallel_for runs on torch's intra-op threads
 LDFLAGS = ("-fopenmp",)
 NAME = "mgcnn_cpu_kernels"

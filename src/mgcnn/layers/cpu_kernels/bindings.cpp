@@ -1,9 +1,11 @@
-// PyTorch bindings of mgcnn's CPU kernels: conv3x3.cpp, depthwise_s2.cpp, batchnorm.cpp (NHWC tensors in and out).
+// PyTorch bindings of mgcnn's CPU kernels: conv3x3.cpp, depthwise_s2.cpp, batchnorm.cpp, pair_transfer.cpp (NHWC
+// tensors in and out).
 #include <torch/extension.h>
 
 #include "batchnorm.h"
 #include "conv3x3.h"
 #include "depthwise_s2.h"
+#include "pair_transfer.h"
 #include "tensor_checks.h"
 
 namespace {
@@ -144,6 +146,90 @@ std::vector<torch::Tensor> bn_relu_backward(const torch::Tensor& x, const torch:
   return {dx, dw, db};
 }
 
+// ---- in-channel pair transfers of pair_transfer.cpp: wide (N, H, W, C) and narrow (N, H, W, C/2) NHWC tensors
+void check_pair(const torch::Tensor& wide, const torch::Tensor& narrow, const torch::Tensor& w) {
+  check_nhwc(wide, "the C-channel tensor");
+  check_nhwc(narrow, "the C/2-channel tensor");
+  const int64_t C = wide.size(3);
+  TORCH_CHECK(C % 2 == 0 && narrow.size(3) * 2 == C && narrow.size(0) == wide.size(0) &&
+                  narrow.size(1) == wide.size(1) && narrow.size(2) == wide.size(2),
+              "pair transfers map C channels to C/2 at the same pixels");
+  TORCH_CHECK(narrow.scalar_type() == wide.scalar_type() && w.scalar_type() == wide.scalar_type(),
+              "pair transfer tensors must have one dtype");
+  TORCH_CHECK(w.is_contiguous() && w.numel() == C && w.device().is_cpu(), "pair weight must hold C contiguous values");
+}
+
+torch::Tensor narrow_like(const torch::Tensor& wide) {
+  return torch::empty({wide.size(0), wide.size(1), wide.size(2), wide.size(3) / 2}, wide.options());
+}
+
+// y (N, H, W, C/2) = the restriction of x (N, H, W, C) by w (C values)
+torch::Tensor pair_restrict(const torch::Tensor& x, const torch::Tensor& w) {
+  auto y = narrow_like(x);
+  check_pair(x, y, w);
+  const int C = static_cast<int>(x.size(3));
+  const int64_t M = x.numel() / std::max(C, 1);
+  if (x.scalar_type() == at::kFloat)
+    mgcnn_kernels::pair_restrict(x.data_ptr<float>(), w.data_ptr<float>(), y.data_ptr<float>(), M, C);
+  else
+    mgcnn_kernels::pair_restrict(x.data_ptr<double>(), w.data_ptr<double>(), y.data_ptr<double>(), M, C);
+  return y;
+}
+
+// y (N, H, W, C) = add + the prolongation of u (N, H, W, C/2) by w (C values); add may be None
+torch::Tensor pair_prolong(const torch::Tensor& u, const torch::Tensor& w, const c10::optional<torch::Tensor>& add) {
+  auto y = torch::empty({u.size(0), u.size(1), u.size(2), u.size(3) * 2}, u.options());
+  check_pair(y, u, w);
+  const bool a = add.has_value() && add->defined();
+  if (a) {
+    check_nhwc(*add, "add");
+    TORCH_CHECK(add->sizes() == y.sizes() && add->scalar_type() == y.scalar_type(), "add must match the output");
+  }
+  const int C = static_cast<int>(y.size(3));
+  const int64_t M = y.numel() / std::max(C, 1);
+  if (u.scalar_type() == at::kFloat)
+    mgcnn_kernels::pair_prolong(u.data_ptr<float>(), w.data_ptr<float>(), a ? add->data_ptr<float>() : nullptr,
+                                y.data_ptr<float>(), M, C);
+  else
+    mgcnn_kernels::pair_prolong(u.data_ptr<double>(), w.data_ptr<double>(), a ? add->data_ptr<double>() : nullptr,
+                                y.data_ptr<double>(), M, C);
+  return y;
+}
+
+// (gx or an undefined tensor, gw (C)) for the restriction's output gradient g (N, H, W, C/2) and input x
+std::vector<torch::Tensor> pair_restrict_backward(const torch::Tensor& g, const torch::Tensor& x,
+                                                  const torch::Tensor& w, bool input_grad) {
+  check_pair(x, g, w);
+  auto gx = input_grad ? torch::empty_like(x) : torch::Tensor();
+  auto gw = torch::empty({x.size(3)}, x.options());
+  const int C = static_cast<int>(x.size(3));
+  const int64_t M = x.numel() / std::max(C, 1);
+  if (x.scalar_type() == at::kFloat)
+    mgcnn_kernels::pair_restrict_bwd(g.data_ptr<float>(), x.data_ptr<float>(), w.data_ptr<float>(),
+                                     input_grad ? gx.data_ptr<float>() : nullptr, gw.data_ptr<float>(), M, C);
+  else
+    mgcnn_kernels::pair_restrict_bwd(g.data_ptr<double>(), x.data_ptr<double>(), w.data_ptr<double>(),
+                                     input_grad ? gx.data_ptr<double>() : nullptr, gw.data_ptr<double>(), M, C);
+  return {gx, gw};
+}
+
+// (gu or an undefined tensor, gw (C)) for the prolongation's output gradient g (N, H, W, C) and input u
+std::vector<torch::Tensor> pair_prolong_backward(const torch::Tensor& g, const torch::Tensor& u,
+                                                 const torch::Tensor& w, bool input_grad) {
+  check_pair(g, u, w);
+  auto gu = input_grad ? torch::empty_like(u) : torch::Tensor();
+  auto gw = torch::empty({g.size(3)}, g.options());
+  const int C = static_cast<int>(g.size(3));
+  const int64_t M = g.numel() / std::max(C, 1);
+  if (g.scalar_type() == at::kFloat)
+    mgcnn_kernels::pair_prolong_bwd(g.data_ptr<float>(), u.data_ptr<float>(), w.data_ptr<float>(),
+                                    input_grad ? gu.data_ptr<float>() : nullptr, gw.data_ptr<float>(), M, C);
+  else
+    mgcnn_kernels::pair_prolong_bwd(g.data_ptr<double>(), u.data_ptr<double>(), w.data_ptr<double>(),
+                                    input_grad ? gu.data_ptr<double>() : nullptr, gw.data_ptr<double>(), M, C);
+  return {gu, gw};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -169,4 +255,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bn_relu_backward", &bn_relu_backward, "its backward: (dx, dweight, dbias)", py::arg("x"),
         py::arg("grad_output"), py::arg("weight"), py::arg("bias"), py::arg("mean"), py::arg("invstd"),
         py::arg("input_grad"), nogil);
+  m.def("pair_restrict", &pair_restrict, "in-channel pair restriction C -> C/2, NHWC", py::arg("x"),
+        py::arg("weight"), nogil);
+  m.def("pair_prolong", &pair_prolong, "in-channel pair prolongation C/2 -> C (+ add), NHWC", py::arg("u"),
+        py::arg("weight"), py::arg("add") = py::none(), nogil);
+  m.def("pair_restrict_backward", &pair_restrict_backward, "its backward: (gx, gw)", py::arg("grad_output"),
+        py::arg("x"), py::arg("weight"), py::arg("input_grad"), nogil);
+  m.def("pair_prolong_backward", &pair_prolong_backward, "its backward: (gu, gw)", py::arg("grad_output"),
+        py::arg("u"), py::arg("weight"), py::arg("input_grad"), nogil);
 }
