@@ -367,7 +367,7 @@ void conv_simd(const float* x, const float* w, const float* add, float* y, int64
   at::parallel_for(0, N * tasks_per_image, grain_for(task_work), [&](int64_t begin, int64_t end) {
     const Rings rings = make_rings(scratch(rings_floats(b, W, T + 2)), b, W, T + 2);
     std::vector<FwdArgs> args(nb);
-    Prefetch pf_x, pf_y;
+    Prefetch pf_x, pf_y, pf_a;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / tasks_per_image;
       const int h_begin = static_cast<int>((task % tasks_per_image) * per_task * T);
@@ -390,6 +390,9 @@ void conv_simd(const float* x, const float* w, const float* add, float* y, int64
         const int calls = nb * ((W + RW - 1) / RW);
         pf_x.start(xn + static_cast<size_t>(next) * W * C, static_cast<size_t>(T) * W * C, x_end, calls);
         pf_y.start(y + n * img + static_cast<size_t>(h0 + t) * W * C, static_cast<size_t>(T) * W * C, y_end, calls);
+        if (add)  // the added tensor's next rows, read by the next band's accumulators
+          pf_a.start(add + n * img + static_cast<size_t>(h0 + t) * W * C, static_cast<size_t>(T) * W * C,
+                     add + N * img, calls);
         // column strips outside, blocks inside: the output is written in memory order too
         for (int w0 = 0; w0 < W; w0 += RW) {
           const int rw = std::min(RW, W - w0);
@@ -397,6 +400,7 @@ void conv_simd(const float* x, const float* w, const float* add, float* y, int64
           for (int k = 0; k < nb; ++k) {
             pf_x.step<false>();
             pf_y.step<true>();
+            if (add) pf_a.step<false>();
             tile(args[k], h0, w0);
           }
         }
