@@ -1,7 +1,8 @@
 """Per-layer speed figures behind `mgcnn bench` (what bounds the grouped, in-channel models on a machine).
 
     python benchmarks/layers.py allocator          # fresh-tensor elementwise ops with glibc's default vs tuned malloc
-    python benchmarks/layers.py transfers          # channel-pair transfers: grouped 1x1 conv vs weighted sums
+    python benchmarks/layers.py transfers          # channel-pair transfers: grouped 1x1 conv, weighted sums, C++
+    python benchmarks/layers.py transfer-steps [--models mgiad_c16_g4:3:32 mgiad_l3_c16_g8:1:28]
     python benchmarks/layers.py convs [--models mgiad_c16_g4 ...] [--batch-size 128]
 
 `convs` records every convolution one training forward of each model runs (fast paths on), times each distinct
@@ -31,7 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from mgcnn import perf
-from mgcnn.layers import ChannelProlongation, ChannelRestriction, reference_mode
+from mgcnn.layers import ChannelProlongation, ChannelRestriction
 from mgcnn.layers import conv as conv_mod
 from mgcnn.models import create_model
 from mgcnn.settings import settings
@@ -74,22 +75,72 @@ def bench_allocator() -> None:
 
 # ------------------------------------------------------------------------------------------------ transfers
 def bench_transfers(batch: int) -> None:
+    from mgcnn.layers import cpu_kernels
+
     perf.tune_allocator()
-    print("channel-pair transfers, fwd+bwd (input and weight gradients), ms; fp32 channels_last")
-    print("| transfer | input | grouped 1x1 conv | weighted sums |\n|---|---|---|---|")
-    for c, hw in ((64, 32), (128, 16), (256, 8)):
+    kernel = cpu_kernels.load() is not None and settings().cpu_kernels
+    print("channel-pair transfers, fwd+bwd (input and weight gradients), ms; fp32 channels_last; the three forms "
+          "timed in interleaved rounds (fastest of 9)")
+    print("| transfer | input | grouped 1x1 conv | weighted sums | pair kernel (C++) | conv / kernel |\n"
+          "|---|---|---|---|---|---|")
+    for c, hw in ((64, 32), (32, 32), (128, 16), (64, 16), (256, 8), (128, 8)):
         for cls, c_in in ((ChannelRestriction, c), (ChannelProlongation, c // 2)):
             module = cls(c)
             x = torch.randn(batch, c_in, hw, hw).contiguous(memory_format=CL).requires_grad_()
             g = torch.randn_like(module(x))
 
-            def step(module=module, x=x, g=g):
+            def step(fast: bool, use_kernel: bool, module=module, x=x, g=g):
+                module.fast, module.cpu_kernel = fast, use_kernel
+                x.grad = module.weight.grad = None
                 module(x).backward(g)
 
-            fast = median_ms(step)
-            with reference_mode(module):
-                ref = median_ms(step)
-            print(f"| {cls.__name__} | {batch}x{c_in}x{hw}x{hw} | {ref:.1f} | {fast:.1f} |")
+            forms = [(False, False), (True, False)] + ([(True, True)] if kernel else [])
+            times = conv_mod.interleaved_min_times([lambda f=f: step(*f) for f in forms], "cpu", rounds=9)
+            ms = [f"{1e3 * t:.2f}" for t in times] + ([] if kernel else ["-"])
+            ratio = f"{times[0] / times[2]:.1f}x" if kernel else "-"
+            print(f"| {cls.__name__} | {batch}x{c_in}x{hw}x{hw} | {' | '.join(ms)} | {ratio} |")
+
+
+def bench_transfer_steps(specs: list[str], batch: int, rounds: int = 8) -> None:
+    """Whole training steps with the in-channel transfers on the C++ pair kernels and on the weighted sums, in one
+    process and model (same conv plans, fused BatchNorm as training runs it), alternating rounds of 2 steps."""
+    import time
+
+    from mgcnn.layers import ConvPlanner, set_conv_planner
+    from mgcnn.layers.cpu_prepare import use_cpu_kernels
+
+    perf.tune_allocator()
+    for spec in specs:
+        name, cin, hw = spec.split(":")
+        torch.manual_seed(0)
+        model = create_model(name, in_channels=int(cin)).to(memory_format=CL)
+        use_cpu_kernels(model)
+        set_conv_planner(model, ConvPlanner())
+        pairs = [m for m in model.modules() if isinstance(m, (ChannelRestriction, ChannelProlongation))]
+        x = torch.randn(batch, int(cin), int(hw), int(hw)).contiguous(memory_format=CL)
+        y = torch.randint(0, 10, (batch,))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step():
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for _ in range(3):
+            step()  # plans, warm-up
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(rounds):
+            for on in (True, False):
+                for m in pairs:
+                    m.cpu_kernel = on
+                for _ in range(2):
+                    t = time.perf_counter()
+                    step()
+                    times[on].append(time.perf_counter() - t)
+        on, off = (1e3 * sorted(v)[len(v) // 2] for v in (times[True], times[False]))
+        print(f"{name} {cin}x{hw}x{hw}, batch {batch}, {len(pairs)} pair transfers: training step {on:.1f} ms with "
+              f"the pair kernels, {off:.1f} ms with the weighted sums (median of {2 * rounds}): {off / on:.3f}x")
 
 
 # ------------------------------------------------------------------------------------------------ convs
@@ -135,14 +186,14 @@ def _train_step_ms(model, x, y) -> float:
 
 def _step_ms(name: str, x, y, kernels: bool) -> float:
     """A training step of ``name`` as training runs it: planner attached; with ``kernels`` also mgcnn's CPU kernels
-    among its candidates and BatchNorm + ReLU fused (mgcnn.train.engine.prepare_model)."""
+    among its candidates, BatchNorm + ReLU fused and the pair-transfer kernels on (mgcnn.train.engine.prepare_model)."""
     from mgcnn.layers import ConvPlanner, set_conv_planner
-    from mgcnn.layers.batchnorm import fuse_batchnorm_relu
+    from mgcnn.layers.cpu_prepare import use_cpu_kernels
 
     torch.manual_seed(0)
     model = create_model(name).to(memory_format=CL)
     if kernels:
-        fuse_batchnorm_relu(model)
+        use_cpu_kernels(model)
     set_conv_planner(model, ConvPlanner(cpu_kernels=kernels))
     return _train_step_ms(model, x, y)
 
@@ -218,8 +269,10 @@ def bench_convs(models: list[str], batch: int, kernels: bool) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["allocator", "transfers", "convs"])
-    p.add_argument("--models", nargs="+", default=["mgiad_c16_g4", "mgiad_c64_g8", "poly_mgnet_q2"])
+    p.add_argument("what", choices=["allocator", "transfers", "transfer-steps", "convs"])
+    p.add_argument("--models", nargs="+", default=None,
+                   help="convs: model names (default mgiad_c16_g4 mgiad_c64_g8 poly_mgnet_q2); transfer-steps: "
+                        "NAME:IN_CHANNELS:SIZE (default mgiad_c16_g4:3:32 mgiad_l3_c16_g8:1:28)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--no-cpu-kernels", action="store_true", help="convs: the stock and merged plans only")
     args = p.parse_args()
@@ -227,8 +280,11 @@ def main() -> None:
         bench_allocator()
     elif args.what == "transfers":
         bench_transfers(args.batch_size)
+    elif args.what == "transfer-steps":
+        bench_transfer_steps(args.models or ["mgiad_c16_g4:3:32", "mgiad_l3_c16_g8:1:28"], args.batch_size)
     else:
-        bench_convs(args.models, args.batch_size, not args.no_cpu_kernels)
+        bench_convs(args.models or ["mgiad_c16_g4", "mgiad_c64_g8", "poly_mgnet_q2"], args.batch_size,
+                    not args.no_cpu_kernels)
 
 
 if __name__ == "__main__":
