@@ -85,3 +85,27 @@ def test_bench_writes_its_table_as_csv_with_the_machine(tmp_path, capsys):
     assert all(r["torch"] == torch.__version__ and r["device"] == "cpu" and float(r["train_img_s"]) > 0
                and r["platform"] and r["batch_size"] == "4" for r in rows)
     assert f"wrote {out}" in capsys.readouterr().err
+
+
+def test_rounds_interleave_the_models_and_report_medians_of_the_rounds_ratios(monkeypatch, capsys):
+    import mgcnn.bench as bench_mod
+
+    order = []
+    speeds = {"mgnet_ab": iter([100.0, 50.0, 80.0]), "mgiad_x": iter([150.0, 100.0, 100.0])}  # drifting machine
+
+    def fake_measure(name, isolate, kw):
+        order.append(name)
+        img_s = next(speeds[name])
+        return {"model": name, "params": 1, "fwd_flops_per_img": 1e6, "train_img_s": img_s, "infer_img_s": 2 * img_s,
+                "train_gflops": img_s * 3e-3, "infer_gflops": img_s * 2e-3, "peak_mem_mb": 10.0}
+
+    monkeypatch.setattr(bench_mod, "_measure", fake_measure)
+    report = run_bench(["mgnet_ab", "mgiad_x"], rounds=3, warmup=0, steps=1)
+    assert order == ["mgnet_ab", "mgiad_x"] * 3
+    row = {r["model"]: r for r in report["rows"]}["mgiad_x"]
+    assert row["train_img_s"] == 100.0 and row["train_img_s_rounds"] == [150.0, 100.0, 100.0]
+    assert row["train_speed_vs_mgnet_ab"] == 1.5  # the rounds' ratios 1.5, 2.0, 1.25; the ratio of medians is 1.25
+    assert report["rounds"] == 3 and "rounds: 3" in bench_mod.format_table(report)
+    assert cli.main(["bench", "--models", "resnet20", "--rounds", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rounds=0" in err[0]

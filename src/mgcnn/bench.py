@@ -224,7 +224,7 @@ def _check_options(kw: dict[str, Any]) -> None:
             raise ValueError(f"{name.replace('_', '-')}={value!r} is invalid; it must be an integer >= {lo}")
 
 
-def run_bench(models: list[str], *, isolate: bool = True, **kw) -> dict[str, Any]:
+def run_bench(models: list[str], *, isolate: bool = True, rounds: int = 1, **kw) -> dict[str, Any]:
     """Benchmark ``models`` with :func:`bench_model` beside the device's dense GEMM ceiling (``mgcnn bench``).
 
     First measures :func:`gemm_ceiling` at the models' dtype and TF32 setting, then each model in turn.
@@ -233,6 +233,10 @@ def run_bench(models: list[str], *, isolate: bool = True, **kw) -> dict[str, Any
         models: registered model names, measured in this order (expand patterns with :func:`expand_models`).
         isolate: measure each model in a fresh ``python -m mgcnn.bench`` subprocess, so that its peak memory and
             allocator state are its own; ``False`` measures all of them in this process.
+        rounds: measure the whole list this many times, the models interleaved (A B C A B C ...). Each row then
+            holds the median over rounds of its images/s and GFLOP/s, and each ratio is the median of the ratios
+            within a round, so that a machine whose speed drifts over minutes compares models measured side by
+            side; ``train_img_s_rounds`` lists the rounds' figures.
         **kw: the keyword arguments of :func:`bench_model` (``device``, ``batch_size``, ``amp``, ...), the same for
             every model; JSON-serialisable when ``isolate``.
 
@@ -257,26 +261,52 @@ def run_bench(models: list[str], *, isolate: bool = True, **kw) -> dict[str, Any
         ceiling = gemm_ceiling(dev, dtype)  # the device's GEMM at the models' dtype (and TF32 setting)
     finally:
         _restore(settings)
-    rows = []
-    for name in models:
-        if isolate:
-            args = json.dumps({"name": name, **kw})
-            proc = subprocess.run([sys.executable, "-m", "mgcnn.bench", args], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"bench of {name} failed:\n{proc.stderr[-2000:]}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        else:
-            rows.append(bench_model(name, **kw))
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds={rounds!r} is invalid; it must be an integer >= 1")
+    measured = [[_measure(name, isolate, kw) for name in models] for _ in range(rounds)]  # [round][model]
+    for per_round in measured:
+        _add_ratios(per_round, ceiling)
+    rows = [_median_row([per_round[i] for per_round in measured]) for i in range(len(models))]
+    return {"ceiling_gflops": ceiling, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device_name": device_name(dev), "cuda": torch.version.cuda, "rounds": rounds, "rows": rows}
+
+
+def _measure(name: str, isolate: bool, kw: dict[str, Any]) -> dict[str, Any]:
+    if not isolate:
+        return bench_model(name, **kw)
+    args = json.dumps({"name": name, **kw})
+    proc = subprocess.run([sys.executable, "-m", "mgcnn.bench", args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench of {name} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+_REFS = ("resnet20", "resnet18", "mgnet_ab")
+_MEDIAN_KEYS = ("train_img_s", "infer_img_s", "train_gflops", "infer_gflops", "train_efficiency", "peak_mem_mb")
+
+
+def _add_ratios(rows: list[dict[str, Any]], ceiling: float) -> None:
+    """Efficiency against the GEMM ceiling and the ratios against the references measured in the same round."""
     refs = {r["model"]: r for r in rows}
     for r in rows:
         r["gemm_ceiling_gflops"] = ceiling
         r["train_efficiency"] = r["train_gflops"] / ceiling
-        for ref in ("resnet20", "resnet18", "mgnet_ab"):
+        for ref in _REFS:
             if ref in refs:
                 r[f"train_speed_vs_{ref}"] = r["train_img_s"] / refs[ref]["train_img_s"]
                 r[f"train_gflops_vs_{ref}"] = r["train_gflops"] / refs[ref]["train_gflops"]
-    return {"ceiling_gflops": ceiling, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "device_name": device_name(dev), "cuda": torch.version.cuda, "rows": rows}
+
+
+def _median_row(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model's row over its rounds: the first round's settings, the median of every figure and ratio."""
+    import statistics
+
+    row = dict(rounds[0])
+    ratio_keys = [k for k in row if k.startswith(("train_speed_vs_", "train_gflops_vs_"))]
+    for key in _MEDIAN_KEYS + tuple(ratio_keys):
+        row[key] = statistics.median(r[key] for r in rounds)
+    row["train_img_s_rounds"] = [r["train_img_s"] for r in rounds]
+    return row
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -304,6 +334,9 @@ def format_table(report: dict[str, Any]) -> str:
                  f"{first.get('autotune')}, triton kernel allowed {first.get('triton')} (chosen for "
                  f"{sum(r.get('plans_triton', 0) for r in report['rows'])} conv shapes), mgcnn's CPU kernels allowed "
                  f"{first.get('cpu_kernels')} (chosen for {sum(r.get('plans_cpu', 0) for r in report['rows'])})")
+    if report.get("rounds", 1) > 1:
+        lines.append(f"rounds: {report['rounds']}, the models interleaved; figures are medians over the rounds, ratios "
+                     "medians of the ratios within each round")
     lines += _flops_criterion(report["rows"])
     return "\n".join(lines)
 
@@ -311,7 +344,7 @@ def format_table(report: dict[str, Any]) -> str:
 CSV_COLUMNS = ("model", "params", "fwd_flops_per_img", "train_img_s", "infer_img_s", "train_gflops",
                "train_efficiency", "train_speed_vs_resnet20", "train_speed_vs_mgnet_ab", "train_gflops_vs_resnet18",
                "peak_mem_mb", "batch_size", "image_size", "in_channels", "amp", "channels_last", "fast_paths",
-               "autotune", "device", "device_name", "threads", "torch", "mgcnn", "ceiling_gflops", "platform")
+               "autotune", "device", "device_name", "threads", "torch", "mgcnn", "ceiling_gflops", "platform", "rounds")
 
 
 def write_csv(report: dict[str, Any], path: str | Path) -> Path:
@@ -328,7 +361,8 @@ def write_csv(report: dict[str, Any], path: str | Path) -> Path:
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     shared = {"device_name": report.get("device_name"), "threads": report.get("threads"), "torch": report.get("torch"),
-              "mgcnn": __version__, "ceiling_gflops": report.get("ceiling_gflops"), "platform": platform.platform()}
+              "mgcnn": __version__, "ceiling_gflops": report.get("ceiling_gflops"), "platform": platform.platform(),
+              "rounds": report.get("rounds", 1)}
     for row in report["rows"]:
         writer.writerow({**{k: row.get(k) for k in CSV_COLUMNS}, **shared})
     return atomic_write_text(path, buf.getvalue())
@@ -341,11 +375,49 @@ def _flops_criterion(rows: list[dict[str, Any]], ref: str = "mgnet_ab", fraction
              and r["fwd_flops_per_img"] <= fraction * base["fwd_flops_per_img"]]
     if not cheap:
         return []
-    faster = [r for r in cheap if r["train_img_s"] > base["train_img_s"]]
+    def speed(r):  # the row's ratio (the median of the rounds' ratios) where run_bench computed one
+        return r.get(f"train_speed_vs_{ref}", r["train_img_s"] / base["train_img_s"])
+
+    faster = [r for r in cheap if speed(r) > 1]
     out = [f"MGiaD models with FLOPs <= {fraction:.0%} of {ref}'s: {len(faster)} of {len(cheap)} train faster than "
            f"{ref} ({base['train_img_s']:.0f} img/s); img/s ratios: "
-           + ", ".join(f"{r['model']} {r['train_img_s'] / base['train_img_s']:.2f}x" for r in cheap)]
+           + ", ".join(f"{r['model']} {speed(r):.2f}x" for r in cheap)]
     return out
+
+
+def add_arguments(p) -> None:
+    """The options of ``mgcnn bench`` on the argparse parser ``p`` (the keywords of :func:`run_bench`)."""
+    import argparse
+
+    from .train.config import AMP_MODES
+
+    p.add_argument("--models", nargs="+", help="registered names or shell patterns such as 'mgiad_c16_*' "
+                   "(default: a ResNet/MgNet/MGiaD/Poly-MgNet set)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=32, help="input height and width (default: 32)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure the model list this many times, interleaved; medians of figures and of the "
+                        "per-round ratios (for ratios on a machine whose speed drifts)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--amp", choices=AMP_MODES, default="off")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", metavar="FILE", help="also write the table as CSV (one row per model, with the machine)")
+    p.add_argument("--no-isolate", action="store_true", help="measure in this process (peak memory is shared)")
+    p.add_argument("--autotune", action=argparse.BooleanOptionalAction, default=True,
+                   help="time grouped-conv formulations per shape during warm-up (mgcnn.layers.ConvPlanner)")
+    p.add_argument("--reference", action="store_true",
+                   help="run the layers' straightforward implementations (mgcnn.layers.reference_mode), for A/B")
+    p.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator settings alone, for A/B")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=False,
+                   help="TF32 for fp32 convolutions and matmuls on CUDA (the GEMM reference uses it too)")
+    p.add_argument("--cpu-kernels", action=argparse.BooleanOptionalAction, default=None,
+                   help="let the planner use mgcnn's C++ CPU kernels (default: unless MGCNN_CPU_KERNELS=0)")
+    p.add_argument("--triton", action=argparse.BooleanOptionalAction, default=True,
+                   help="let the planner use the Triton grouped-conv kernel on CUDA where it measures faster")
 
 
 if __name__ == "__main__":  # one isolated measurement: python -m mgcnn.bench '{"name": ..., ...}'

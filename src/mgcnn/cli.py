@@ -270,7 +270,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     models = expand_models(args.models or DEFAULT_MODELS)
     keys = ("device", "batch_size", "in_channels", "image_size", "warmup", "steps", "channels_last", "amp", "autotune",
             "tf32", "triton", "cpu_kernels")
-    report = run_bench(models, isolate=not args.no_isolate, tuned_malloc=not args.default_malloc,
+    report = run_bench(models, isolate=not args.no_isolate, rounds=args.rounds, tuned_malloc=not args.default_malloc,
                        fast_paths=not args.reference, **{k: getattr(args, k) for k in keys})
     print(json.dumps(report) if args.json else format_table(report))
     if args.csv:
@@ -383,9 +383,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
+    from .bench import add_arguments as add_bench_arguments
     from .data.registry import list_datasets
     from .sweep.runner import EXECUTORS
-    from .train.config import AMP_MODES
 
     parser = argparse.ArgumentParser(prog="mgcnn", description="Multigrid-inspired CNNs: build, count, train, analyse.")
     parser.add_argument("--version", action="version", version=f"mgcnn {__version__}")
@@ -462,30 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="throughput, FLOPs and efficiency of models (ratios vs ResNet20/18)")
-    p.add_argument("--models", nargs="+", help="registered names or shell patterns such as 'mgiad_c16_*' "
-                   "(default: a ResNet/MgNet/MGiaD/Poly-MgNet set)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--in-channels", type=int, default=3)
-    p.add_argument("--image-size", type=int, default=32, help="input height and width (default: 32)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--amp", choices=AMP_MODES, default="off")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--csv", metavar="FILE", help="also write the table as CSV (one row per model, with the machine)")
-    p.add_argument("--no-isolate", action="store_true", help="measure in this process (peak memory is shared)")
-    p.add_argument("--autotune", action=argparse.BooleanOptionalAction, default=True,
-                   help="time grouped-conv formulations per shape during warm-up (mgcnn.layers.ConvPlanner)")
-    p.add_argument("--reference", action="store_true",
-                   help="run the layers' straightforward implementations (mgcnn.layers.reference_mode), for A/B")
-    p.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator settings alone, for A/B")
-    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=False,
-                   help="TF32 for fp32 convolutions and matmuls on CUDA (the GEMM reference uses it too)")
-    p.add_argument("--cpu-kernels", action=argparse.BooleanOptionalAction, default=None,
-                   help="let the planner use mgcnn's C++ CPU kernels (default: unless MGCNN_CPU_KERNELS=0)")
-    p.add_argument("--triton", action=argparse.BooleanOptionalAction, default=True,
-                   help="let the planner use the Triton grouped-conv kernel on CUDA where it measures faster")
+    add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint (or shipped weights: --model NAME --pretrained) on a test "
