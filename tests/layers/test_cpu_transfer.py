@@ -237,7 +237,9 @@ def test_pair_kernels_refuse_what_they_do_not_compute(kernels):
     assert not cpu_transfer.pair_supported(x[:, :, :, ::2], w)  # not contiguous
     assert not cpu_transfer.pair_supported(x.double(), w)  # mixed dtypes
     assert not cpu_transfer.pair_supported(x.bfloat16(), w.bfloat16())
-    assert not cpu_transfer.pair_supported(x, w, add=torch.randn(2, 8, 4, 4))  # NCHW add
+    assert cpu_transfer.pair_supported(x, w, add=torch.randn(2, 16, 4, 4).contiguous(memory_format=CL))
+    assert not cpu_transfer.pair_supported(x, w, add=torch.randn(2, 16, 4, 4))  # NCHW add
+    assert not cpu_transfer.pair_supported(x, w, add=torch.randn(2, 8, 4, 4).contiguous(memory_format=CL))  # shape
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not cpu_transfer.pair_supported(x, w)
 

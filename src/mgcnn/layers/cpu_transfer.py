@@ -110,14 +110,15 @@ def depthwise_conv3x3_s2(x: Tensor, weight: Tensor, groups: int) -> Tensor:
 def pair_supported(x: Tensor, weight: Tensor, add: Tensor | None = None) -> bool:
     """Whether the pair kernels take ``x`` (the transfer's input) and ``weight`` (``(C_out, C_in / groups, 1, 1)``
     of a 2-channel-per-group 1x1 conv): CPU, float32 or float64 both, channels-last contiguous, no autocast;
-    ``add`` (if given) channels-last of the output's dtype."""
+    ``add`` (the prolongation's added state, if given) channels-last of x's dtype with twice x's channels."""
     if x.device.type != "cpu" or weight.device.type != "cpu" or x.dim() != 4 or x.numel() == 0:
         return False
     if x.dtype not in (torch.float32, torch.float64) or weight.dtype != x.dtype or torch.is_autocast_enabled("cpu"):
         return False
     if not x.is_contiguous(memory_format=CL):
         return False
-    if add is not None and (add.dtype != x.dtype or add.dim() != 4 or not add.is_contiguous(memory_format=CL)):
+    if add is not None and (add.dtype != x.dtype or add.shape != (x.shape[0], 2 * x.shape[1], *x.shape[2:])
+                            or not add.is_contiguous(memory_format=CL)):
         return False
     return cpu_kernels.load() is not None
 

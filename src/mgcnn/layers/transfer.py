@@ -13,11 +13,13 @@ coarse channel j is a learned combination of fine channels (2j, 2j+1). This is a
 Speed: a grouped 1x1 convolution with 2 channels per group wastes most of a vector unit (oneDNN pads each group to
 16 channels), so :class:`ChannelRestriction` and :class:`ChannelProlongation` keep the ``nn.Conv2d`` parameters
 (same weights, state dicts and counts) but compute the pair sums as channels-last elementwise products with a
-hand-written backward: fwd+bwd 1.5-2x faster than the grouped conv at 16x16 and 8x8, on par at 32x32 on our CPU
-(``python benchmarks/layers.py transfers``). With ``fast = False`` (:func:`mgcnn.layers.reference_mode`) they run
-the grouped conv instead. With ``cpu_kernel = True`` (set by :func:`mgcnn.layers.cpu_prepare.use_cpu_kernels` when a
-model is prepared for mgcnn's CPU kernels) the fast path runs the one-pass C++ kernels of
-:mod:`mgcnn.layers.cpu_transfer` where they apply, another 4-8x faster fwd+bwd.
+hand-written backward (fwd+bwd 1.2-1.3x faster than the grouped conv at 8x8, on par at 16x16, 1.3-1.5x slower at
+32x32 on our CPU when the two are timed in interleaved rounds; 1.5-2x faster below 32x32 in earlier back-to-back
+timings). With ``fast = False`` (:func:`mgcnn.layers.reference_mode`) they run the grouped conv instead. With
+``cpu_kernel = True`` (set by :func:`mgcnn.layers.cpu_prepare.use_cpu_kernels` when a model is prepared for mgcnn's
+CPU kernels, as training on CPU does) the fast path runs the one-pass C++ kernels of :mod:`mgcnn.layers.cpu_transfer`
+where they apply: 3-4.7x faster than the grouped conv and 2.8-4.3x faster than the weighted sums
+(``python benchmarks/layers.py transfers``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """mgcnn's own C++ CPU kernels, compiled on first use and cached.
 
 The sources next to this file (``conv3x3.cpp``: grouped 3x3 convolutions with few channels per group;
-``bindings.cpp``: their PyTorch bindings) ship with the package. The first process that needs them compiles them
+``depthwise_s2.cpp``: the stride-2 depthwise transfers; ``batchnorm.cpp``: training-mode BatchNorm + ReLU;
+``pair_transfer.cpp``: MGiaD's in-channel pair transfers; ``bindings.cpp``: their PyTorch bindings) ship with the
+package. The first process that needs them compiles them
 with :func:`torch.utils.cpp_extension.load` (a C++17 compiler and ninja are needed; ``-O3 -march=native``: the
 library is built for the CPU it runs on) and prints a progress line on stderr; the library is cached in a folder
 whose name is a hash of everything the binary depends on (the sources, torch's version, Python's version and
