@@ -3,8 +3,9 @@
     python benchmarks/fmnist_table4.py --data-dir ../shared/data                 # 10k images x 3 epochs each
     python benchmarks/fmnist_table4.py --data-dir ../shared/data --train-subset 0 --epochs 5
 
-All models get the same recipe (the library's earlier CPU default, `--recipe short`), seed and data, so the columns compare the
-architectures, not the tuning. The paper's numbers (400-epoch schedules) are printed beside ours for reference.
+All models get the same recipe (the library's earlier CPU default, `--recipe short`), seed and data, so the
+columns compare the architectures, not the tuning. The paper's numbers (400-epoch schedules) are printed beside ours
+for reference.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from mgcnn import perf
+from mgcnn.bench import sgd_step
 from mgcnn.layers import ConvPlanner, cpu_conv, set_conv_planner
 from mgcnn.layers.cpu_prepare import use_cpu_kernels
 from mgcnn.layers.conv import Operator, interleaved_min_times
@@ -100,14 +101,7 @@ def steps(spec: str, batch: int, rounds: int) -> None:
     use_cpu_kernels(m)  # as mgcnn train prepares it
     set_conv_planner(m, ConvPlanner())
     x = torch.randn(batch, int(cin), int(hw), int(hw)).contiguous(memory_format=CL)
-    y = torch.randint(0, 10, (batch,))
-    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-
-    def step():
-        loss = F.cross_entropy(m(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    step = sgd_step(m, x, torch.randint(0, 10, (batch,)))
 
     times = {"fused": [], "separate": []}
     try:

@@ -27,11 +27,11 @@ import sys
 from collections import Counter
 
 import torch
-import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from mgcnn import perf
+from mgcnn.bench import sgd_step
 from mgcnn.layers import ChannelProlongation, ChannelRestriction
 from mgcnn.layers import conv as conv_mod
 from mgcnn.models import create_model
@@ -118,15 +118,7 @@ def bench_transfer_steps(specs: list[str], batch: int, rounds: int = 8) -> None:
         set_conv_planner(model, ConvPlanner())
         pairs = [m for m in model.modules() if isinstance(m, (ChannelRestriction, ChannelProlongation))]
         x = torch.randn(batch, int(cin), int(hw), int(hw)).contiguous(memory_format=CL)
-        y = torch.randint(0, 10, (batch,))
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-        def step():
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
+        step = sgd_step(model, x, torch.randint(0, 10, (batch,)))
         for _ in range(3):
             step()  # plans, warm-up
         times: dict[bool, list[float]] = {True: [], False: []}
@@ -173,15 +165,7 @@ def _conv_ms(x_shape, w_shape, stride, padding, groups, plan, input_grad: bool) 
 
 
 def _train_step_ms(model, x, y) -> float:
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step():
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return median_ms(step)
+    return median_ms(sgd_step(model, x, y))
 
 
 def _step_ms(name: str, x, y, kernels: bool) -> float:

@@ -164,12 +164,7 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
     def autocast():
         return torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None)
 
-    def train_step():
-        with autocast():
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    train_step = sgd_step(model, x, y, opt, autocast)
 
     @torch.no_grad()
     def infer_step():
@@ -211,6 +206,22 @@ def bench_model(name: str, *, device: str = "cpu", batch_size: int = 128, in_cha
         "infer_gflops": fwd_flops * batch_size / t_infer / 1e9,
         "peak_mem_mb": peak / 2**20,
     }
+
+
+def sgd_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer | None = None,
+             autocast=contextlib.nullcontext):
+    """The training step ``mgcnn bench`` times, as a function of no arguments: forward (inside ``autocast()``),
+    cross-entropy in float32, backward, an optimiser step (default: SGD, lr 0.01, momentum 0.9)."""
+    opt = opt or torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        with autocast():
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
 
 
 def _check_options(kw: dict[str, Any]) -> None:
