@@ -262,6 +262,8 @@ def run_bench(models: list[str], *, isolate: bool = True, rounds: int = 1, **kw)
         RuntimeError: an isolated measurement failed (the message ends with its stderr).
     """
     _check_options(kw)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds={rounds!r} is invalid; it must be an integer >= 1")
     if kw.get("tuned_malloc", True):
         perf.tune_allocator()
     dev = torch.device(kw.get("device", "cpu"))
@@ -272,8 +274,6 @@ def run_bench(models: list[str], *, isolate: bool = True, rounds: int = 1, **kw)
         ceiling = gemm_ceiling(dev, dtype)  # the device's GEMM at the models' dtype (and TF32 setting)
     finally:
         _restore(settings)
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds={rounds!r} is invalid; it must be an integer >= 1")
     measured = [[_measure(name, isolate, kw) for name in models] for _ in range(rounds)]  # [round][model]
     for per_round in measured:
         _add_ratios(per_round, ceiling)
