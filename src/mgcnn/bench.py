@@ -24,6 +24,7 @@ import contextlib
 import fnmatch
 import json
 import resource
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -310,8 +311,6 @@ def _add_ratios(rows: list[dict[str, Any]], ceiling: float) -> None:
 
 def _median_row(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One model's row over its rounds: the first round's settings, the median of every figure and ratio."""
-    import statistics
-
     row = dict(rounds[0])
     ratio_keys = [k for k in row if k.startswith(("train_speed_vs_", "train_gflops_vs_"))]
     for key in _MEDIAN_KEYS + tuple(ratio_keys):

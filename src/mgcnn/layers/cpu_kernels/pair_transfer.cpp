@@ -63,14 +63,19 @@ inline void wgrad_row(const T* __restrict n, const T* __restrict wide, T* __rest
 
 // The weights split by tap: w0[j] = w[2j], w1[j] = w[2j+1] (unit-stride operands for the row loops).
 template <typename T>
-std::vector<T> split_taps(const T* w, int C2) {
-  std::vector<T> s(2 * static_cast<size_t>(C2));
-  for (int j = 0; j < C2; ++j) {
-    s[j] = w[2 * j];
-    s[C2 + j] = w[2 * j + 1];
+struct Taps {
+  std::vector<T> s;
+  const T* w0;
+  const T* w1;
+  Taps(const T* w, int C2) : s(2 * static_cast<size_t>(C2)) {
+    for (int j = 0; j < C2; ++j) {
+      s[j] = w[2 * j];
+      s[C2 + j] = w[2 * j + 1];
+    }
+    w0 = s.data();
+    w1 = s.data() + C2;
   }
-  return s;
-}
+};
 
 // For every chunk of rows: row(m, a0, a1) on its rows in order into zeroed partials; then gw from the chunks in order.
 template <typename T, typename Row>
@@ -95,53 +100,57 @@ void reduce_chunks(int64_t M, int C, T* gw, Row&& row) {
   }
 }
 
+// Backward of either transfer in one pass: the weight gradient gw[2j+k] = sum_m narrow[m, j] wide[m, 2j+k] and, where
+// out is not null, the input gradient: the expansion of `narrow` (EXPAND: the restriction, narrow = g, out = gx) or
+// the pair sum of `wide` (the prolongation, wide = g, out = gu).
+template <typename T, bool EXPAND>
+void pair_bwd(const T* narrow, const T* wide, const T* w, T* out, T* gw, int64_t M, int C) {
+  const int C2 = C / 2;
+  const Taps<T> t(w, C2);
+  reduce_chunks(M, C, gw, [&](int64_t m, T* a0, T* a1) {
+    if (out) {
+      if constexpr (EXPAND)
+        prolong_row(narrow + m * C2, t.w0, t.w1, out + m * C, C2);
+      else
+        restrict_row(wide + m * C, t.w0, t.w1, out + m * C2, C2);
+    }
+    wgrad_row(narrow + m * C2, wide + m * C, a0, a1, C2);
+  });
+}
+
 }  // namespace
 
 template <typename T>
 void pair_restrict(const T* x, const T* w, T* y, int64_t M, int C) {
   const int C2 = C / 2;
-  const std::vector<T> s = split_taps(w, C2);
-  const T *w0 = s.data(), *w1 = s.data() + C2;
+  const Taps<T> t(w, C2);
   at::parallel_for(0, M, grain(C), [&](int64_t b, int64_t e) {
-    for (int64_t m = b; m < e; ++m) restrict_row(x + m * C, w0, w1, y + m * C2, C2);
+    for (int64_t m = b; m < e; ++m) restrict_row(x + m * C, t.w0, t.w1, y + m * C2, C2);
   });
 }
 
 template <typename T>
 void pair_prolong(const T* u, const T* w, const T* add, T* y, int64_t M, int C) {
   const int C2 = C / 2;
-  const std::vector<T> s = split_taps(w, C2);
-  const T *w0 = s.data(), *w1 = s.data() + C2;
+  const Taps<T> t(w, C2);
   at::parallel_for(0, M, grain(C), [&](int64_t b, int64_t e) {
     for (int64_t m = b; m < e; ++m) {
       if (add)
-        prolong_add_row(u + m * C2, w0, w1, add + m * C, y + m * C, C2);
+        prolong_add_row(u + m * C2, t.w0, t.w1, add + m * C, y + m * C, C2);
       else
-        prolong_row(u + m * C2, w0, w1, y + m * C, C2);
+        prolong_row(u + m * C2, t.w0, t.w1, y + m * C, C2);
     }
   });
 }
 
 template <typename T>
 void pair_restrict_bwd(const T* g, const T* x, const T* w, T* gx, T* gw, int64_t M, int C) {
-  const int C2 = C / 2;
-  const std::vector<T> s = split_taps(w, C2);
-  const T *w0 = s.data(), *w1 = s.data() + C2;
-  reduce_chunks(M, C, gw, [&](int64_t m, T* a0, T* a1) {
-    if (gx) prolong_row(g + m * C2, w0, w1, gx + m * C, C2);  // gx = P-shaped expansion of g
-    wgrad_row(g + m * C2, x + m * C, a0, a1, C2);
-  });
+  pair_bwd<T, true>(g, x, w, gx, gw, M, C);
 }
 
 template <typename T>
 void pair_prolong_bwd(const T* g, const T* u, const T* w, T* gu, T* gw, int64_t M, int C) {
-  const int C2 = C / 2;
-  const std::vector<T> s = split_taps(w, C2);
-  const T *w0 = s.data(), *w1 = s.data() + C2;
-  reduce_chunks(M, C, gw, [&](int64_t m, T* a0, T* a1) {
-    if (gu) restrict_row(g + m * C, w0, w1, gu + m * C2, C2);  // gu = R-shaped pair sum of g
-    wgrad_row(u + m * C2, g + m * C, a0, a1, C2);
-  });
+  pair_bwd<T, false>(u, g, w, gu, gw, M, C);
 }
 
 #define MGK_PAIR_INSTANTIATE(T)                                                                  \
